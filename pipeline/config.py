@@ -1,0 +1,50 @@
+"""PipelineConfig: every knob of `vipstream build`, documented where it is declared.
+
+Values from configs/pipeline.yaml, overridable by `--flag-name` on the command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vipstream.config import ConfigError
+
+
+def _f(default, help_text: str):
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    # Shard assignment: a fixed number of source videos per shard, in manifest order, so a rerun
+    # or a resume puts the same keys in the same shards.
+    videos_per_shard: int = _f(4, "source videos per shard (deterministic assignment)")
+    # Clip planning when the manifest gives no spans (DESIGN.md: HD-VILA averages 13.4 s).
+    min_clip_s: float = _f(4.0, "shortest planned clip, seconds")
+    max_clip_s: float = _f(20.0, "longest planned clip, seconds")
+    span_tolerance_s: float = _f(0.5, "a given span may end this far past the video end (clamped)")
+    # Transcode (DESIGN.md section 2 defaults: 3 fps, short side 224, H.264 yuv420p, no audio).
+    fps: float = _f(3.0, "output frames per second")
+    short_side_px: int = _f(224, "output short side in pixels (long side keeps aspect, even)")
+    crf: int = _f(23, "x264 constant rate factor")
+    preset: str = _f("veryfast", "x264 preset")
+    keep_audio: bool = _f(False, "keep an AAC audio track in the clips")
+    ffmpeg_threads: int = _f(1, "threads per ffmpeg process (Ray runs one task per CPU)")
+    clip_timeout_s: float = _f(120.0, "kill an ffmpeg cut that runs longer than this")
+    probe_timeout_s: float = _f(30.0, "kill an ffprobe that runs longer than this")
+    # Ray
+    cpus_per_task: float = _f(1.0, "CPUs Ray reserves per shard task")
+    max_task_retries: int = _f(2, "Ray retries of a shard task whose worker died")
+    num_cpus: int = _f(0, "CPUs for a local Ray (0: all); ignored with --ray-address")
+
+    def validate(self) -> None:
+        if self.videos_per_shard < 1:
+            raise ConfigError(f"videos_per_shard must be >= 1, found {self.videos_per_shard}")
+        if not 0 < self.min_clip_s <= self.max_clip_s:
+            raise ConfigError(f"need 0 < min_clip_s <= max_clip_s, found {self.min_clip_s}..{self.max_clip_s}")
+        if self.fps <= 0:
+            raise ConfigError(f"fps must be > 0, found {self.fps}")
+        if self.short_side_px < 16 or self.short_side_px % 2:
+            raise ConfigError(f"short_side_px must be an even number >= 16, found {self.short_side_px}")
+        if self.ffmpeg_threads < 1:
+            raise ConfigError(f"ffmpeg_threads must be >= 1, found {self.ffmpeg_threads}")

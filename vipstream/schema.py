@@ -1,0 +1,86 @@
+"""The shard contract shared by `pipeline/` (which writes shards) and `train/` (which reads them).
+
+Everything both sides must agree on lives here and nowhere else: sample keys, file names, the
+per-clip JSON fields, the manifest/error/caption columns. DESIGN.md section 2 is the prose form.
+This module imports nothing from the project, so either side may import it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+SHARDS_DIRNAME = "shards"
+CAPTIONS_DIRNAME = "captions"
+MANIFEST_FILENAME = "manifest.parquet"
+ERRORS_FILENAME = "errors.parquet"
+SUMMARY_FILENAME = "summary.json"
+
+#: WebDataset members of one sample (the key is `__key__`).
+VIDEO_EXT = "mp4"
+META_EXT = "json"
+#: Member extensions a reader must refuse: they would be unpickled by naive decoders.
+FORBIDDEN_EXTS = frozenset({"pyd", "pth", "pickle", "pkl"})
+
+#: Fields of the per-clip `json` member, in order.
+CLIP_META_FIELDS = (
+    "clip_id", "video_id", "span", "subtitle", "duration", "fps",
+    "width", "height", "num_frames", "source",
+)
+
+#: Columns of OUT/manifest.parquet (one row per written clip).
+MANIFEST_COLUMNS = (
+    "key", "shard", "video_id", "clip_id", "clip_index", "start_s", "end_s", "subtitle",
+    "duration", "fps", "width", "height", "num_frames", "bytes",
+)
+
+#: Columns of OUT/errors.parquet and of captions/{id}/errors.parquet (one row per failure).
+ERROR_COLUMNS = ("video_id", "clip_id", "stage", "reason", "source", "line")
+
+#: Columns of a caption sidecar OUT/captions/{captioner_id}/{shard:06d}.parquet.
+CAPTION_COLUMNS = ("key", "caption", "frame_index", "frame_time_s", "captioner", "created")
+
+_UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def sanitize_id(text: str) -> str:
+    """Map arbitrary manifest text onto `[A-Za-z0-9_-]`, so it is safe as a tar key or file stem.
+
+    WebDataset splits keys at the first dot, and ids from the web contain dots, slashes and
+    spaces; runs of unsafe characters become one underscore. Never empty.
+    """
+    cleaned = _UNSAFE_KEY_CHARS.sub("_", str(text)).strip("_")
+    return cleaned or "_"
+
+
+def clip_key(video_id: str, clip_index: int) -> str:
+    """Sample key of a clip: `{video_id}_{clip_index:04d}`, sanitised."""
+    return f"{sanitize_id(video_id)}_{clip_index:04d}"
+
+
+def shard_stem(shard_index: int) -> str:
+    return f"{shard_index:06d}"
+
+
+def shard_tar_path(out_dir: str | Path, shard_index: int) -> Path:
+    return Path(out_dir) / SHARDS_DIRNAME / f"{shard_stem(shard_index)}.tar"
+
+
+def shard_stats_path(out_dir: str | Path, shard_index: int) -> Path:
+    """The commit marker of a shard: a tar without this file is unfinished and is redone."""
+    return Path(out_dir) / SHARDS_DIRNAME / f"{shard_stem(shard_index)}.stats.json"
+
+
+def captions_dir(out_dir: str | Path, captioner_id: str) -> Path:
+    return Path(out_dir) / CAPTIONS_DIRNAME / sanitize_id(captioner_id)
+
+
+def caption_sidecar_path(out_dir: str | Path, captioner_id: str, shard_index: int) -> Path:
+    return captions_dir(out_dir, captioner_id) / f"{shard_stem(shard_index)}.parquet"
+
+
+def middle_frame_index(num_frames: int) -> int:
+    """The frame captioned and used for the F<->C loss: index n//2 of the decoded clip."""
+    if num_frames <= 0:
+        raise ValueError(f"a clip needs at least one frame, found {num_frames}")
+    return num_frames // 2
