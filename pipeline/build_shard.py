@@ -1,0 +1,163 @@
+"""Build one shard: for each of its source videos, probe -> subtitles -> spans -> transcode -> tar.
+
+No Ray here: `pipeline/jobs.py` maps this over shards. The shard is the failure boundary: a
+`StageError` (or any unexpected exception) from one video or one clip becomes an error row and
+the loop moves on, so a bad file never costs its neighbours.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.clips import ClipPlanSpec, Span, parse_timestamp, plan_clips, validate_span
+from pipeline.config import PipelineConfig
+from pipeline.errors import ErrorRow, StageError
+from pipeline.manifest import VideoEntry
+from pipeline.shards import ShardWriter
+from pipeline.subtitles import Cue, clip_subtitle, load_subtitles
+from pipeline.transcode import ProbeInfo, TranscodeSpec, probe_video, transcode_clip
+from vipstream.schema import clip_key, shard_stem
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PlannedClip:
+    clip_index: int
+    clip_id: str
+    span: Span
+
+
+@dataclass
+class ShardReport:
+    """What one shard produced; serialised as its stats file."""
+
+    shard: int
+    videos: int = 0
+    videos_failed: int = 0
+    clips: int = 0
+    clips_failed: int = 0
+    clips_without_text: int = 0
+    bytes: int = 0
+    video_seconds: float = 0.0
+    clip_seconds: float = 0.0
+    seconds: float = 0.0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    node_id: str | None = None
+
+    def fail(self, row: ErrorRow) -> None:
+        self.errors.append(row.as_dict())
+
+    def to_stats(self) -> dict[str, Any]:
+        stats = dict(self.__dict__)
+        stats["failures"] = dict(Counter(e["stage"] for e in self.errors))
+        return stats
+
+
+def _given_spans(entry: VideoEntry, probe: ProbeInfo, cfg: PipelineConfig,
+                 report: ShardReport) -> list[PlannedClip]:
+    planned = []
+    for index, given in enumerate(entry.clips or ()):
+        try:
+            try:
+                start_s, end_s = parse_timestamp(given.start), parse_timestamp(given.end)
+            except ValueError as exc:
+                raise StageError("span", f"unreadable span time: {exc}") from None
+            span = validate_span(start_s, end_s, probe.duration_s, cfg.span_tolerance_s)
+        except StageError as exc:
+            report.clips_failed += 1
+            report.fail(exc.to_row(video_id=entry.video_id, clip_id=given.clip_id, source=entry.path,
+                                   line=entry.line))
+            continue
+        planned.append(PlannedClip(index, given.clip_id, span))
+    return planned
+
+
+def _plan(entry: VideoEntry, cues: list[Cue], probe: ProbeInfo, cfg: PipelineConfig,
+          report: ShardReport) -> list[PlannedClip]:
+    if entry.clips is not None:
+        return _given_spans(entry, probe, cfg, report)
+    spans = plan_clips(cues, ClipPlanSpec(cfg.min_clip_s, cfg.max_clip_s), probe.duration_s)
+    return [PlannedClip(k, f"{entry.video_id}.{k}", span) for k, span in enumerate(spans)]
+
+
+def _clip_meta(entry: VideoEntry, clip: PlannedClip, text: str, out) -> dict[str, Any]:
+    return {
+        "clip_id": clip.clip_id, "video_id": entry.video_id,
+        "span": [round(clip.span.start_s, 3), round(clip.span.end_s, 3)],
+        "subtitle": text, "duration": round(out.duration_s, 3), "fps": out.fps,
+        "width": out.width, "height": out.height, "num_frames": out.num_frames,
+        "source": entry.path,
+    }
+
+
+def _build_video(entry: VideoEntry, shard: int, cfg: PipelineConfig, spec: TranscodeSpec,
+                 writer: ShardWriter, report: ShardReport) -> None:
+    context = {"video_id": entry.video_id, "source": entry.path, "line": entry.line}
+    if entry.path is None:
+        raise StageError("input", entry.missing_reason or "video file not found")
+    probe = probe_video(entry.path, timeout_s=cfg.probe_timeout_s)
+    cues: list[Cue] = []
+    if entry.subtitles:
+        cues = load_subtitles(entry.subtitles)
+    elif entry.clips is None:
+        raise StageError("subtitles", "no subtitle file and no clip spans: nothing to cut the video by")
+    report.video_seconds += probe.duration_s
+    for clip in _plan(entry, cues, probe, cfg, report):
+        text = clip_subtitle(cues, clip.span.start_s, clip.span.end_s)
+        if not text:
+            report.clips_without_text += 1
+            continue
+        try:
+            out = transcode_clip(entry.path, clip.span.start_s, clip.span.end_s, spec, probe)
+        except StageError as exc:
+            report.clips_failed += 1
+            report.fail(exc.to_row(**context, clip_id=clip.clip_id))
+            continue
+        key = clip_key(entry.video_id, clip.clip_index)
+        meta = _clip_meta(entry, clip, text, out)
+        writer.write(key, out.data, meta)
+        report.clips += 1
+        report.bytes += len(out.data)
+        report.clip_seconds += out.duration_s
+        report.rows.append({
+            "key": key, "shard": shard_stem(shard), "video_id": entry.video_id,
+            "clip_id": clip.clip_id, "clip_index": clip.clip_index,
+            "start_s": meta["span"][0], "end_s": meta["span"][1], "subtitle": text,
+            "duration": meta["duration"], "fps": out.fps, "width": out.width, "height": out.height,
+            "num_frames": out.num_frames, "bytes": len(out.data),
+        })
+
+
+def build_shard(entries: list[VideoEntry], shard: int, out_dir: str, cfg: PipelineConfig,
+                node_id: str | None = None) -> dict[str, Any]:
+    """Write shard `shard` from `entries`; returns its stats (also committed beside the tar)."""
+    started = time.perf_counter()
+    report = ShardReport(shard=shard, node_id=node_id)
+    spec = TranscodeSpec.from_config(cfg)
+    with ShardWriter(out_dir, shard) as writer:
+        for entry in entries:
+            report.videos += 1
+            clips_before, failed_before = report.clips, report.clips_failed
+            try:
+                _build_video(entry, shard, cfg, spec, writer, report)
+            except StageError as exc:
+                report.videos_failed += 1
+                report.fail(exc.to_row(video_id=entry.video_id, source=entry.path, line=entry.line))
+            except Exception as exc:  # a bug or an unforeseen input: record it, keep the neighbours
+                log.exception("unexpected failure on video %s", entry.video_id)
+                report.videos_failed += 1
+                report.fail(ErrorRow(entry.video_id, None, "internal", f"{type(exc).__name__}: {exc}",
+                                     source=entry.path, line=entry.line))
+            else:
+                if report.clips == clips_before and report.clips_failed > failed_before:
+                    report.videos_failed += 1  # every clip of it failed
+        report.seconds = round(time.perf_counter() - started, 3)
+        stats = report.to_stats()
+        writer.commit(stats)
+    return stats

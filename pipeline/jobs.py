@@ -1,0 +1,177 @@
+"""`vipstream build` as a Ray job: one task per shard, resumable, with progress and a summary.
+
+Shard assignment is a pure function of the manifest order (`videos_per_shard` videos each), so
+the same input always yields the same keys in the same shards. A shard is finished when its stats
+file exists; a rerun submits only unfinished shards, then rebuilds the run-level tables
+(`manifest.parquet`, `errors.parquet`, `summary.json`) from every shard's stats, so a job killed
+at any point and rerun ends with exactly the output of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from pipeline.build_shard import build_shard
+from pipeline.config import PipelineConfig
+from pipeline.errors import ErrorRow
+from pipeline.manifest import VideoEntry, read_manifest
+from pipeline.ray_session import ray_session
+from pipeline.shards import read_stats, remove_stale_temporaries, write_json_atomic
+from vipstream.config import ConfigError, config_to_dict
+from vipstream.schema import (ERROR_COLUMNS, ERRORS_FILENAME, MANIFEST_COLUMNS, MANIFEST_FILENAME,
+                              SHARDS_DIRNAME, SUMMARY_FILENAME)
+
+log = logging.getLogger(__name__)
+PLAN_FILENAME = "build_plan.json"
+#: Config keys that change shard contents; a resume with other values would mix two builds.
+_CONTENT_KEYS = ("videos_per_shard", "min_clip_s", "max_clip_s", "span_tolerance_s", "fps",
+                 "short_side_px", "crf", "preset", "keep_audio")
+
+
+def assign_shards(entries: list[VideoEntry], videos_per_shard: int) -> list[list[VideoEntry]]:
+    """Consecutive groups of `videos_per_shard` entries, in manifest order."""
+    return [entries[i:i + videos_per_shard] for i in range(0, len(entries), videos_per_shard)]
+
+
+def _plan_fingerprint(entries: list[VideoEntry], cfg: PipelineConfig) -> str:
+    content = {"entries": [e.as_dict() for e in entries],
+               "config": {k: getattr(cfg, k) for k in _CONTENT_KEYS}}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _check_or_write_plan(out_dir: Path, fingerprint: str, num_shards: int, overwrite: bool) -> None:
+    """Refuse to resume into an output built from another input or config (it would mix keys)."""
+    plan_path = out_dir / PLAN_FILENAME
+    if plan_path.exists() and not overwrite:
+        previous = json.loads(plan_path.read_text())
+        if previous.get("fingerprint") != fingerprint:
+            raise ConfigError(
+                f"{out_dir} holds a build of another input or config (plan {previous.get('fingerprint', '?')[:12]}"
+                f" != {fingerprint[:12]}); use a new --output or pass --overwrite to rebuild it")
+        return
+    if overwrite:
+        for path in (out_dir / SHARDS_DIRNAME).glob("*.stats.json"):
+            path.unlink()
+    write_json_atomic(plan_path, {"fingerprint": fingerprint, "num_shards": num_shards})
+
+
+def _build_shard_task(entries: list[dict[str, Any]], shard: int, out_dir: str,
+                      cfg: PipelineConfig) -> dict[str, Any]:
+    import ray  # imported in the worker, where the task runs
+
+    return build_shard([VideoEntry.from_dict(e) for e in entries], shard, out_dir, cfg,
+                       node_id=ray.get_runtime_context().get_node_id())
+
+
+def _run_pending(pending: list[tuple[int, list[VideoEntry]]], out_dir: Path, cfg: PipelineConfig,
+                 progress: bool) -> None:
+    import ray
+
+    task = ray.remote(_build_shard_task).options(num_cpus=cfg.cpus_per_task,
+                                                 max_retries=cfg.max_task_retries)
+    futures = {task.remote([e.as_dict() for e in group], shard, str(out_dir), cfg): shard
+               for shard, group in pending}
+    started = time.perf_counter()
+    clips = failures = 0
+    with tqdm(total=len(futures), desc="shards", unit="shard", disable=not progress) as bar:
+        remaining = list(futures)
+        while remaining:
+            done, remaining = ray.wait(remaining, num_returns=1)
+            for ref in done:
+                stats = ray.get(ref)
+                clips += stats["clips"]
+                failures += len(stats["errors"])
+                bar.update(1)
+                bar.set_postfix(clips=clips, failures=failures,
+                                clips_per_s=f"{clips / max(time.perf_counter() - started, 1e-9):.2f}")
+
+
+_MANIFEST_SCHEMA = pa.schema([
+    ("key", pa.string()), ("shard", pa.string()), ("video_id", pa.string()), ("clip_id", pa.string()),
+    ("clip_index", pa.int32()), ("start_s", pa.float64()), ("end_s", pa.float64()),
+    ("subtitle", pa.string()), ("duration", pa.float64()), ("fps", pa.float64()),
+    ("width", pa.int32()), ("height", pa.int32()), ("num_frames", pa.int32()), ("bytes", pa.int64()),
+])
+_ERRORS_SCHEMA = pa.schema([(c, pa.int64() if c == "line" else pa.string()) for c in ERROR_COLUMNS])
+assert tuple(_MANIFEST_SCHEMA.names) == MANIFEST_COLUMNS
+
+
+def _write_table(rows: list[dict[str, Any]], schema: pa.Schema, path: Path) -> None:
+    table = pa.Table.from_pylist([{c: r.get(c) for c in schema.names} for r in rows], schema=schema)
+    tmp = path.with_name(f".tmp-{path.name}")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+def _summarise(all_stats: list[dict[str, Any]], errors: list[dict[str, Any]], num_entries: int,
+               skipped: int, wall_s: float, out_dir: Path) -> dict[str, Any]:
+    by_stage = Counter(e["stage"] for e in errors)
+    by_reason = Counter(f"{e['stage']}: {e['reason'][:80]}" for e in errors)
+    return {
+        "output": str(out_dir),
+        "videos": num_entries,
+        "videos_failed": sum(s["videos_failed"] for s in all_stats) + sum(
+            1 for e in errors if e["stage"] == "manifest" and e.get("video_id")),
+        "manifest_errors": by_stage.get("manifest", 0),
+        "clips": sum(s["clips"] for s in all_stats),
+        "clips_failed": sum(s["clips_failed"] for s in all_stats),
+        "clips_without_text": sum(s["clips_without_text"] for s in all_stats),
+        "video_hours": round(sum(s["video_seconds"] for s in all_stats) / 3600, 4),
+        "clip_hours": round(sum(s["clip_seconds"] for s in all_stats) / 3600, 4),
+        "bytes": sum(s["bytes"] for s in all_stats),
+        "shards": len(all_stats),
+        "shards_skipped_as_finished": skipped,
+        "failures_by_stage": dict(by_stage),
+        "failures_by_reason": dict(by_reason.most_common(10)),
+        "wall_s": round(wall_s, 2),
+    }
+
+
+def run_build(input_path: str | Path, out_dir: str | Path, cfg: PipelineConfig, *,
+              video_root: str | Path | None = None, ray_address: str | None = None,
+              overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Build (or resume) the corpus at `out_dir`; returns the summary also saved as summary.json."""
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    try:
+        listing = read_manifest(input_path, video_root)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+    log.info("read %d videos (%s form), %d manifest errors", len(listing.entries), listing.form,
+             len(listing.errors))
+    groups = assign_shards(listing.entries, cfg.videos_per_shard)
+    (out_dir / SHARDS_DIRNAME).mkdir(parents=True, exist_ok=True)
+    _check_or_write_plan(out_dir, _plan_fingerprint(listing.entries, cfg), len(groups), overwrite)
+    removed = remove_stale_temporaries(out_dir)
+    if removed:
+        log.info("removed %d temporaries of an interrupted run", removed)
+    pending = [(i, g) for i, g in enumerate(groups) if read_stats(out_dir, i) is None]
+    skipped = len(groups) - len(pending)
+    if skipped:
+        log.info("resuming: %d of %d shards already finished", skipped, len(groups))
+    if pending:
+        with ray_session(ray_address, num_cpus=cfg.num_cpus or None):
+            _run_pending(pending, out_dir, cfg, progress)
+    all_stats = [read_stats(out_dir, i) for i in range(len(groups))]
+    unfinished = [i for i, s in enumerate(all_stats) if s is None]
+    if unfinished:
+        raise RuntimeError(f"shards {unfinished} have no stats after the run; rerun to finish them")
+    rows = [row for stats in all_stats for row in stats["rows"]]
+    errors = [e.as_dict() for e in listing.errors] + [e for s in all_stats for e in s["errors"]]
+    _write_table(rows, _MANIFEST_SCHEMA, out_dir / MANIFEST_FILENAME)
+    _write_table(errors, _ERRORS_SCHEMA, out_dir / ERRORS_FILENAME)
+    summary = _summarise(all_stats, errors, len(listing.entries) + sum(
+        1 for e in listing.errors if e.video_id), skipped, time.perf_counter() - started, out_dir)
+    summary["config"] = config_to_dict(cfg)
+    write_json_atomic(out_dir / SUMMARY_FILENAME, summary)
+    return summary

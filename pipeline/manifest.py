@@ -1,0 +1,239 @@
+"""Read the raw corpus description, in any of its three accepted forms, into `VideoEntry`s.
+
+Forms (DESIGN.md section 2, issue 2):
+1. HD-VILA-100M metadata JSONL: `{"video_id", "url", "clip": [{"clip_id", "span": [a, b]}]}`,
+   the video found under `video_root` by its id (any extension), subtitles beside it;
+2. our own manifest, JSONL or parquet: `video_id, path, subtitles, clips`;
+3. a plain folder of videos, each with an optional subtitle file of the same stem.
+
+Nothing here touches a video: structure is checked, media are probed later in the shard task, so
+one unreadable file never stops the listing. A malformed line or a duplicate id becomes an error
+row carrying its line number; the rest of the manifest is read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow.parquet as pq
+
+from pipeline.errors import ErrorRow, StageError
+from vipstream.schema import sanitize_id
+
+VIDEO_SUFFIXES = frozenset({
+    ".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".ts", ".mts", ".flv", ".mpg", ".mpeg",
+    ".3gp", ".ogv", ".wmv",
+})
+SUBTITLE_SUFFIXES = (".vtt", ".srt", ".json")
+#: Files beside a video that are never the video itself (partial downloads, sidecars).
+_NOT_VIDEO_SUFFIXES = frozenset({".vtt", ".srt", ".json", ".part", ".ytdl", ".txt", ".jpg", ".png", ".webp"})
+
+
+@dataclass(frozen=True)
+class GivenClip:
+    """A clip span as the manifest wrote it; times stay raw until the shard task parses them
+    against the probed duration, so one bad span costs that clip only."""
+
+    clip_id: str
+    start: Any
+    end: Any
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    video_id: str
+    path: str | None  # None: the file could not be found; the shard task records why
+    subtitles: str | None = None
+    clips: tuple[GivenClip, ...] | None = None  # None: plan spans from the subtitles
+    line: int | None = None  # 1-based line (JSONL) or row (parquet) in the manifest
+    missing_reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["clips"] = None if self.clips is None else [c.__dict__ for c in self.clips]
+        return data
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> "VideoEntry":
+        clips = data.get("clips")
+        return VideoEntry(**{**data, "clips": None if clips is None else tuple(GivenClip(**c) for c in clips)})
+
+
+@dataclass
+class ManifestReadResult:
+    entries: list[VideoEntry] = field(default_factory=list)
+    errors: list[ErrorRow] = field(default_factory=list)
+    form: str = ""
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path or path.startswith(("http:", "https:", "rtmp:", "ftp:"))
+
+
+def _subtitle_beside(video: Path) -> str | None:
+    """`x.vtt`, `x.en.vtt`, `x.srt`, ... beside `x.mp4`; English and exact stems preferred."""
+    stem = video.name[: -len(video.suffix)] if video.suffix else video.name
+    try:
+        siblings = sorted(p.name for p in video.parent.iterdir() if p.name.startswith(stem + "."))
+    except OSError:
+        return None
+    candidates = []
+    for name in siblings:
+        middle = name[len(stem):]  # ".vtt", ".en.vtt", ".en-US.srt"
+        for rank, suffix in enumerate(SUBTITLE_SUFFIXES):
+            if middle.endswith(suffix):
+                lang = middle[: -len(suffix)].lstrip(".")
+                if suffix == ".json" and not lang:
+                    continue  # x.json is more often metadata than subtitles
+                lang_rank = 0 if lang in ("", "en") else 1 if lang.startswith("en") else 2
+                candidates.append((lang_rank, rank, name))
+    return str(video.parent / min(candidates)[2]) if candidates else None
+
+
+class _VideoIndex:
+    """Video files under a root, by stem: built once so lookups never build paths from ids."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.by_stem: dict[str, list[Path]] = {}
+        try:
+            names = sorted(os.listdir(root))
+        except OSError:
+            names = []
+        for name in names:
+            path = root / name
+            suffix = path.suffix.lower()
+            if suffix in _NOT_VIDEO_SUFFIXES or not path.is_file():
+                continue
+            self.by_stem.setdefault(name[: -len(path.suffix)] if path.suffix else name, []).append(path)
+
+    def find(self, video_id: str) -> Path | None:
+        matches = self.by_stem.get(video_id, [])
+        known = [p for p in matches if p.suffix.lower() in VIDEO_SUFFIXES]
+        return (known or matches or [None])[0]
+
+
+def _parse_clips(raw: Any, video_id: str) -> tuple[GivenClip, ...] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise StageError("manifest", f"'clip(s)' must be a list, found {type(raw).__name__}")
+    clips = []
+    for k, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise StageError("manifest", f"clip {k} must be an object, found {type(item).__name__}")
+        span = item.get("span")
+        if span is None and "start" in item and "end" in item:
+            span = [item["start"], item["end"]]
+        if not isinstance(span, (list, tuple)) or len(span) != 2:
+            raise StageError("manifest", f"clip {k} needs 'span': [start, end], found {span!r}")
+        clip_id = str(item.get("clip_id") or f"{video_id}.{k}")
+        clips.append(GivenClip(clip_id=clip_id, start=span[0], end=span[1]))
+    return tuple(clips)
+
+
+def _entry_from_record(record: Any, line: int, base_dir: Path, video_index: _VideoIndex | None) -> VideoEntry:
+    """One manifest record (HD-VILA or ours) -> VideoEntry; StageError(stage="manifest") if malformed."""
+    if not isinstance(record, dict):
+        raise StageError("manifest", f"expected a JSON object, found {type(record).__name__}")
+    video_id = record.get("video_id")
+    if not isinstance(video_id, str) or not video_id.strip():
+        raise StageError("manifest", f"missing or empty 'video_id' (found {video_id!r})")
+    video_id = video_id.strip()
+    clips = _parse_clips(record.get("clips", record.get("clip")), video_id)
+    raw_path = record.get("path")
+    if raw_path:  # our manifest form
+        raw_path = str(raw_path)
+        if _is_remote(raw_path):
+            return VideoEntry(video_id, None, None, clips, line,
+                              missing_reason=f"remote path {raw_path!r} refused: only local files are read")
+        path = Path(raw_path) if os.path.isabs(raw_path) else base_dir / raw_path
+        subtitles = record.get("subtitles")
+        if subtitles:
+            sub = str(subtitles)
+            subtitles = sub if os.path.isabs(sub) else str(base_dir / sub)
+        else:
+            subtitles = _subtitle_beside(path)
+        return VideoEntry(video_id, str(path), subtitles, clips, line)
+    # HD-VILA form: find the file by id under the video root.
+    index = video_index or _VideoIndex(base_dir)
+    found = index.find(video_id)
+    if found is None:
+        return VideoEntry(video_id, None, None, clips, line,
+                          missing_reason=f"no video file named {video_id}.* under {index.root}")
+    return VideoEntry(video_id, str(found), _subtitle_beside(found), clips, line)
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any | StageError]]:
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            text = raw.decode("utf-8", errors="replace").strip()
+            if not text:
+                continue
+            try:
+                yield number, json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield number, StageError("manifest", f"line is not valid JSON: {exc.msg} at column {exc.colno}")
+
+
+def _iter_parquet(path: Path) -> Iterator[tuple[int, Any]]:
+    for number, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+        yield number, row
+
+
+def read_folder(folder: Path) -> ManifestReadResult:
+    """A plain folder: every video file (sorted by name) with its same-stem subtitles."""
+    result = ManifestReadResult(form="folder")
+    seen: dict[str, str] = {}
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.suffix.lower() not in VIDEO_SUFFIXES:
+            continue
+        video_id = sanitize_id(path.stem)
+        if video_id in seen:
+            result.errors.append(ErrorRow(video_id, None, "manifest",
+                                          f"duplicate video_id {video_id!r}: {path.name} and {seen[video_id]}",
+                                          source=str(path)))
+            continue
+        seen[video_id] = path.name
+        result.entries.append(VideoEntry(video_id, str(path), _subtitle_beside(path)))
+    return result
+
+
+def read_manifest(input_path: str | Path, video_root: str | Path | None = None) -> ManifestReadResult:
+    """Read any accepted input form. Raises FileNotFoundError only when the input itself is missing."""
+    input_path = Path(input_path)
+    if input_path.is_dir():
+        return read_folder(input_path)
+    if not input_path.is_file():
+        raise FileNotFoundError(f"input {input_path} is neither a manifest file nor a folder of videos")
+    base_dir = input_path.parent
+    video_index = _VideoIndex(Path(video_root)) if video_root else _VideoIndex(base_dir)
+    suffix = input_path.suffix.lower()
+    records = _iter_parquet(input_path) if suffix == ".parquet" else _iter_jsonl(input_path)
+    result = ManifestReadResult(form="parquet" if suffix == ".parquet" else "jsonl")
+    first_line: dict[str, int] = {}
+    for line, record in records:
+        try:
+            if isinstance(record, StageError):
+                raise record
+            entry = _entry_from_record(record, line, base_dir, video_index)
+        except StageError as exc:
+            vid = record.get("video_id") if isinstance(record, dict) else None
+            result.errors.append(exc.to_row(video_id=vid if isinstance(vid, str) else None,
+                                            source=str(input_path), line=line))
+            continue
+        # Ids are compared as sanitised keys: "a.b" and "a_b" would share sample keys.
+        key_id = sanitize_id(entry.video_id)
+        if key_id in first_line:
+            result.errors.append(ErrorRow(entry.video_id, None, "manifest",
+                                          f"duplicate video_id {entry.video_id!r} (same key as line "
+                                          f"{first_line[key_id]}); this line is skipped",
+                                          source=str(input_path), line=line))
+            continue
+        first_line[key_id] = line
+        result.entries.append(entry)
+    return result

@@ -1,0 +1,107 @@
+"""Writing one shard: a WebDataset tar plus its stats file, committed atomically in that order.
+
+A shard is finished exactly when `{shard}.stats.json` exists (vipstream.schema). The tar is
+written under a hidden temporary name and renamed into place, then the stats file likewise, so a
+job killed at any instant leaves either a finished shard or nothing a reader would pick up
+(`{shard}.tar` without stats is redone by the next run, and no reader lists `.tmp` files).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import webdataset as wds
+
+from vipstream.schema import SHARDS_DIRNAME, VIDEO_EXT, META_EXT, shard_stats_path, shard_tar_path
+
+TMP_PREFIX = ".tmp-"
+
+
+def _tmp_path_for(final: Path) -> Path:
+    return final.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{final.name}")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so readers see the old file or the whole new one, never a prefix."""
+    tmp = _tmp_path_for(path)
+    with open(tmp, "w") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class ShardWriter:
+    """Context manager writing `{shard}.tar`; `commit(stats)` publishes tar then stats.
+
+    Leaving the block without commit (an exception, a kill) deletes the temporary tar.
+    Member timestamps are fixed (mtime=0) so the same clips give the same tar bytes.
+    """
+
+    def __init__(self, out_dir: str | Path, shard_index: int):
+        self.shard_index = shard_index
+        self.tar_path = shard_tar_path(out_dir, shard_index)
+        self.stats_path = shard_stats_path(out_dir, shard_index)
+        self.tar_path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = _tmp_path_for(self.tar_path)
+        self._handle = None
+        self._writer: wds.TarWriter | None = None
+        self.samples = 0
+        self.bytes = 0
+
+    def __enter__(self) -> "ShardWriter":
+        # A stale stats file would mark this shard finished while it is being rewritten.
+        self.stats_path.unlink(missing_ok=True)
+        self._handle = open(self._tmp, "wb")
+        self._writer = wds.TarWriter(self._handle, mtime=0.0, user="vipstream", group="vipstream")
+        return self
+
+    def write(self, key: str, video: bytes, meta: dict[str, Any]) -> None:
+        assert self._writer is not None, "use ShardWriter as a context manager"
+        self._writer.write({"__key__": key, VIDEO_EXT: video,
+                            META_EXT: json.dumps(meta, sort_keys=True).encode("utf-8")})
+        self.samples += 1
+        self.bytes += len(video)
+
+    def commit(self, stats: dict[str, Any]) -> None:
+        assert self._writer is not None and self._handle is not None
+        self._writer.close()  # closes the tar stream; the file handle stays ours
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        os.replace(self._tmp, self.tar_path)
+        write_json_atomic(self.stats_path, stats)
+        self._writer = None
+
+    def __exit__(self, *exc_info) -> None:
+        if self._writer is not None:  # not committed
+            try:
+                self._handle.close()
+            finally:
+                self._tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(out_dir: str | Path) -> int:
+    """Delete temporaries left by a killed run; returns how many were removed."""
+    shards_dir = Path(out_dir) / SHARDS_DIRNAME
+    removed = 0
+    if shards_dir.is_dir():
+        for path in shards_dir.glob(f"{TMP_PREFIX}*"):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def read_stats(out_dir: str | Path, shard_index: int) -> dict[str, Any] | None:
+    """The committed stats of a shard, or None when the shard is unfinished."""
+    path = shard_stats_path(out_dir, shard_index)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError:
+        return None  # cannot happen with atomic writes, but a hand-edited file is redone

@@ -1,0 +1,58 @@
+"""`vipstream build`: raw corpus -> subtitle-aligned clips -> WebDataset shards (a Ray job)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("vipstream.build")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from pipeline.config import PipelineConfig
+    from vipstream.config import add_config_arguments
+
+    parser = subparsers.add_parser(
+        "build", help="cut, transcode and shard a raw video corpus (resumable Ray job)",
+        description="Read an HD-VILA meta JSONL, a vipstream manifest (JSONL/parquet) or a folder of "
+                    "videos; write OUT/shards/*.tar, OUT/manifest.parquet, OUT/errors.parquet. "
+                    "Rerunning the same command resumes.")
+    parser.add_argument("--input", required=True, type=Path, help="manifest file or folder of videos")
+    parser.add_argument("--output", required=True, type=Path, help="output directory")
+    parser.add_argument("--config", type=Path, default=None, help="YAML config (e.g. configs/pipeline.yaml)")
+    parser.add_argument("--video-root", type=Path, default=None,
+                        help="where HD-VILA videos live, found by video_id (default: the manifest's folder)")
+    parser.add_argument("--ray-address", default=None, help="join a running Ray cluster ('auto' or host:port)")
+    parser.add_argument("--overwrite", action="store_true", help="rebuild every shard instead of resuming")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--captioner", default=None,
+                        help="after building, caption the clips with this HF image-to-text model (name or path)")
+    add_config_arguments(parser, PipelineConfig)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.config import PipelineConfig
+    from pipeline.jobs import run_build
+    from vipstream.config import config_to_dict, load_config, overrides_from_args, save_config
+
+    cfg = load_config(PipelineConfig, args.config, overrides_from_args(args, PipelineConfig))
+    log.info("config: %s", json.dumps(config_to_dict(cfg)))
+    args.output.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, args.output / "build_config.yaml")
+    summary = run_build(args.input, args.output, cfg, video_root=args.video_root,
+                        ray_address=args.ray_address, overwrite=args.overwrite,
+                        progress=not args.no_progress)
+    summary.pop("config", None)
+    print(json.dumps(summary, indent=2))
+    if summary["clips"] == 0:
+        print("vipstream build: no clip was written; see errors.parquet", file=sys.stderr)
+        return 1
+    if args.captioner:
+        from vipstream.commands.caption import caption_after_build
+
+        return caption_after_build(args.output, args.captioner, args.ray_address)
+    return 0
