@@ -78,10 +78,12 @@ class ShardWriter:
         self._writer = None
 
     def __exit__(self, *exc_info) -> None:
-        if self._writer is not None:  # not committed
+        if self._writer is not None:  # not committed: discard the partial tar
             try:
+                self._writer.close()
                 self._handle.close()
             finally:
+                self._writer = None
                 self._tmp.unlink(missing_ok=True)
 
 

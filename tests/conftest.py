@@ -1,0 +1,49 @@
+"""Session-scoped, expensive fixtures shared by the suite: the synthetic corpus, a local Ray,
+one corpus build. Each is made once per test session, from scratch, with real ffmpeg and Ray."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(os.environ.get("VIPSTREAM_BIN", REPO_ROOT / ".venv" / "bin"))
+
+
+@pytest.fixture(scope="session")
+def synthetic_corpus(tmp_path_factory):
+    """Three long synthetic videos (HD-VILA meta + YouTube-style VTT), seed 0."""
+    from tools.make_synthetic_corpus import make_synthetic_corpus
+
+    return make_synthetic_corpus(tmp_path_factory.mktemp("synthetic_corpus"), num_videos=3, seed=0)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A real local Ray (2 CPUs, no dashboard) shared by the in-process tests."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def built_corpus(synthetic_corpus, ray_local, tmp_path_factory):
+    """The synthetic corpus built into shards (2 videos per shard): (out_dir, summary)."""
+    from pipeline.config import PipelineConfig
+    from pipeline.jobs import run_build
+
+    out_dir = tmp_path_factory.mktemp("built") / "out"
+    summary = run_build(synthetic_corpus.meta_path, out_dir, PipelineConfig(videos_per_shard=2),
+                        video_root=synthetic_corpus.video_root, progress=False)
+    return out_dir, summary
+
+
+def vipstream_cmd() -> list[str]:
+    """The installed console script, run as a user would."""
+    script = VENV_BIN / "vipstream"
+    return [str(script)] if script.exists() else ["python", "-m", "vipstream.cli"]
