@@ -1,0 +1,11 @@
+"""CLIP-ViP model library: the video-text model and its losses (imports nothing from train/ or pipeline/)."""
+
+from model.attention import proxy_guided_attention
+from model.clip_vip import CLIPViPConfig, CLIPViPModel, CLIPViPOutput, PickledWeightsError
+from model.loss import OCLLoss, clamp_logit_scale, gather_features, infonce_loss, ocl_loss, parse_variant
+
+__all__ = [
+    "CLIPViPConfig", "CLIPViPModel", "CLIPViPOutput", "OCLLoss", "PickledWeightsError",
+    "clamp_logit_scale", "gather_features", "infonce_loss", "ocl_loss", "parse_variant",
+    "proxy_guided_attention",
+]
