@@ -26,7 +26,7 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import ErrorRow
 from pipeline.manifest import VideoEntry, read_manifest
 from pipeline.ray_session import ray_session
-from pipeline.shards import read_stats, remove_stale_temporaries, write_json_atomic
+from pipeline.shards import read_stats, remove_stale_temporaries, temporary_path_for, write_json_atomic
 from vipstream.config import ConfigError, config_to_dict
 from vipstream.schema import (ERROR_COLUMNS, ERRORS_FILENAME, MANIFEST_COLUMNS, MANIFEST_FILENAME,
                               SHARDS_DIRNAME, SUMMARY_FILENAME)
@@ -108,7 +108,7 @@ assert tuple(_MANIFEST_SCHEMA.names) == MANIFEST_COLUMNS
 
 def _write_table(rows: list[dict[str, Any]], schema: pa.Schema, path: Path) -> None:
     table = pa.Table.from_pylist([{c: r.get(c) for c in schema.names} for r in rows], schema=schema)
-    tmp = path.with_name(f".tmp-{path.name}")
+    tmp = temporary_path_for(path)
     pq.write_table(table, tmp)
     tmp.replace(path)
 

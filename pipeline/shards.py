@@ -18,16 +18,19 @@ import webdataset as wds
 
 from vipstream.schema import SHARDS_DIRNAME, VIDEO_EXT, META_EXT, shard_stats_path, shard_tar_path
 
-TMP_PREFIX = ".tmp-"
+#: Temporaries are hidden and end in `.tmp`, so no `*.tar` / `*.json` pattern (ours, a user's
+#: glob, pathlib's, which also matches dot files) ever picks up a half-written file.
+TMP_GLOB = ".*.tmp"
 
 
-def _tmp_path_for(final: Path) -> Path:
-    return final.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{final.name}")
+def temporary_path_for(final: Path) -> Path:
+    """A hidden sibling of `final` to write into, then `os.replace` onto `final`."""
+    return final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON so readers see the old file or the whole new one, never a prefix."""
-    tmp = _tmp_path_for(path)
+    tmp = temporary_path_for(path)
     with open(tmp, "w") as handle:
         json.dump(data, handle, indent=1, sort_keys=True)
         handle.flush()
@@ -47,7 +50,7 @@ class ShardWriter:
         self.tar_path = shard_tar_path(out_dir, shard_index)
         self.stats_path = shard_stats_path(out_dir, shard_index)
         self.tar_path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = _tmp_path_for(self.tar_path)
+        self._tmp = temporary_path_for(self.tar_path)
         self._handle = None
         self._writer: wds.TarWriter | None = None
         self.samples = 0
@@ -92,7 +95,7 @@ def remove_stale_temporaries(out_dir: str | Path) -> int:
     shards_dir = Path(out_dir) / SHARDS_DIRNAME
     removed = 0
     if shards_dir.is_dir():
-        for path in shards_dir.glob(f"{TMP_PREFIX}*"):
+        for path in shards_dir.glob(TMP_GLOB):
             path.unlink(missing_ok=True)
             removed += 1
     return removed

@@ -55,7 +55,7 @@ def test_build_killed_mid_way_and_rerun_ends_with_exactly_the_keys_of_a_clean_ru
     assert summary["shards_skipped_as_finished"] >= 1
     assert _keys_in_shards(out_dir) == clean_keys
     assert [r["key"] for r in pq.read_table(out_dir / "manifest.parquet").to_pylist()] == clean_keys
-    assert not list((out_dir / "shards").glob(".tmp-*"))
+    assert not list((out_dir / "shards").glob(".*.tmp"))
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ def test_committed_shard_is_a_readable_webdataset_with_stats(tmp_path):
     assert samples[1]["mp4"] == b"\x00video2" and json.loads(samples[0]["json"]) == {"clip_id": "c0"}
     assert read_stats(tmp_path, 3) == {"clips": 2}
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["000003.stats.json", "000003.tar"]
-    assert not list((tmp_path / "shards").glob(".tmp-*"))
+    assert not list((tmp_path / "shards").glob(".*.tmp"))
 
 
 def test_same_samples_give_byte_identical_tars(tmp_path):
@@ -52,6 +52,6 @@ def test_rewriting_a_shard_removes_its_old_stats_first(tmp_path):
 
 def test_stale_temporaries_are_removed(tmp_path):
     (tmp_path / "shards").mkdir()
-    (tmp_path / "shards" / ".tmp-1234abcd-000000.tar").write_bytes(b"partial")
+    (tmp_path / "shards" / ".000000.tar.1234abcd.tmp").write_bytes(b"partial")
     assert remove_stale_temporaries(tmp_path) == 1
     assert not list((tmp_path / "shards").iterdir())
