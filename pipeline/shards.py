@@ -91,13 +91,13 @@ class ShardWriter:
 
 
 def remove_stale_temporaries(out_dir: str | Path) -> int:
-    """Delete temporaries left by a killed run; returns how many were removed."""
-    shards_dir = Path(out_dir) / SHARDS_DIRNAME
+    """Delete temporaries a killed run left in OUT/ and OUT/shards/; returns how many."""
     removed = 0
-    if shards_dir.is_dir():
-        for path in shards_dir.glob(TMP_GLOB):
-            path.unlink(missing_ok=True)
-            removed += 1
+    for folder in (Path(out_dir), Path(out_dir) / SHARDS_DIRNAME):
+        if folder.is_dir():
+            for path in folder.glob(TMP_GLOB):
+                path.unlink(missing_ok=True)
+                removed += 1
     return removed
 
 
