@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -73,14 +74,27 @@ def _build_shard_task(entries: list[dict[str, Any]], shard: int, out_dir: str,
                        node_id=ray.get_runtime_context().get_node_id())
 
 
+def _source_bytes(group: list[VideoEntry]) -> int:
+    total = 0
+    for entry in group:
+        try:
+            total += os.stat(entry.path).st_size if entry.path else 0
+        except OSError:
+            pass
+    return total
+
+
 def _run_pending(pending: list[tuple[int, list[VideoEntry]]], out_dir: Path, cfg: PipelineConfig,
                  progress: bool) -> None:
     import ray
 
     task = ray.remote(_build_shard_task).options(num_cpus=cfg.cpus_per_task,
                                                  max_retries=cfg.max_task_retries)
+    # Largest shards first (by source bytes, a proxy for work): the run's tail is then short
+    # shards, not one long one on a single CPU. Output does not depend on this order.
+    ordered = sorted(pending, key=lambda item: -_source_bytes(item[1]))
     futures = {task.remote([e.as_dict() for e in group], shard, str(out_dir), cfg): shard
-               for shard, group in pending}
+               for shard, group in ordered}
     started = time.perf_counter()
     clips = failures = 0
     with tqdm(total=len(futures), desc="shards", unit="shard", disable=not progress) as bar:
