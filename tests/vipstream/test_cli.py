@@ -1,0 +1,39 @@
+"""The `vipstream` command as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import vipstream_cmd
+
+
+def test_help_lists_the_subcommands():
+    result = subprocess.run([*vipstream_cmd(), "--help"], capture_output=True, text=True, check=True)
+    for name in ("build", "synth", "demo"):
+        assert name in result.stdout
+
+
+def test_build_help_documents_every_config_key():
+    import dataclasses
+
+    from pipeline.config import PipelineConfig
+
+    result = subprocess.run([*vipstream_cmd(), "build", "--help"], capture_output=True, text=True, check=True)
+    for f in dataclasses.fields(PipelineConfig):
+        assert f"--{f.name.replace('_', '-')}" in result.stdout
+
+
+@pytest.mark.slow
+def test_demo_runs_the_main_job_end_to_end_on_the_synthetic_corpus(tmp_path):
+    result = subprocess.run([*vipstream_cmd(), "demo", "--workdir", str(tmp_path), "--num-videos", "2"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["videos"] == 2 and summary["clips"] > 0 and summary["failures_by_stage"] == {}
+    rows = pq.read_table(tmp_path / "out" / "manifest.parquet").to_pylist()
+    assert len(rows) == summary["clips"]
+    assert all(r["subtitle"] for r in rows)
