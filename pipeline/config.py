@@ -18,7 +18,8 @@ def _f(default, help_text: str):
 class PipelineConfig:
     # Shard assignment: a fixed number of source videos per shard, in manifest order, so a rerun
     # or a resume puts the same keys in the same shards.
-    videos_per_shard: int = _f(4, "source videos per shard (deterministic assignment)")
+    # 16 HD-VILA videos (~31 clips each, ~50-100 KB per clip at the defaults) make ~25-50 MB shards.
+    videos_per_shard: int = _f(16, "source videos per shard (deterministic assignment)")
     # Clip planning when the manifest gives no spans (DESIGN.md: HD-VILA averages 13.4 s).
     min_clip_s: float = _f(4.0, "shortest planned clip, seconds")
     max_clip_s: float = _f(20.0, "longest planned clip, seconds")

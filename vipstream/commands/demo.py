@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
         log.info("writing synthetic corpus (%d videos) to %s", args.num_videos, corpus_dir)
         corpus = make_synthetic_corpus(corpus_dir, num_videos=args.num_videos, seed=args.seed)
         meta, video_root = corpus.meta_path, corpus.video_root
-    cfg = load_config(PipelineConfig, args.config)
+    # One video per shard unless configured: a four-video demo then keeps every CPU busy.
+    cfg = load_config(PipelineConfig, args.config, None if args.config else {"videos_per_shard": 1})
     summary = run_build(meta, args.workdir / "out", cfg, video_root=video_root)
     summary.pop("config", None)
     print(json.dumps(summary, indent=2))
