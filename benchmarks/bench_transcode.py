@@ -7,11 +7,11 @@ excluded, as a cluster is started once and reused. Target (DESIGN.md section 5):
 
 The job pays one ffprobe per source video (~75 ms here, mostly process start-up) that the bare
 loop does not, so the ratio depends on clips per video. The defaults approach HD-VILA-100M's
-shape (videos average ~6.7 min, ~31 clips each): 12 videos of 120-300 s, ~20 clips each, and
+shape (videos average ~6.7 min, ~31 clips each): 8 videos of 90-240 s, ~16 clips each, and
 enough shards (one video each) that two CPUs are not left waiting on a single long shard.
 
-    .venv/bin/python benchmarks/bench_transcode.py [--videos 12] [--min-duration-s 120]
-        [--max-duration-s 300] [--cpus 2] [--rounds 2]
+    .venv/bin/python benchmarks/bench_transcode.py [--videos 8] [--min-duration-s 90]
+        [--max-duration-s 240] [--cpus 2] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -51,11 +51,11 @@ def bare_ffmpeg_loop(jobs: list[tuple[str, float, float]], cfg, workers: int, ou
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--videos", type=int, default=12)
-    parser.add_argument("--min-duration-s", type=float, default=120.0)
-    parser.add_argument("--max-duration-s", type=float, default=300.0)
+    parser.add_argument("--videos", type=int, default=8)
+    parser.add_argument("--min-duration-s", type=float, default=90.0)
+    parser.add_argument("--max-duration-s", type=float, default=240.0)
     parser.add_argument("--cpus", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
     import pyarrow.parquet as pq
@@ -71,7 +71,7 @@ def main() -> None:
                                    min_duration_s=args.min_duration_s, max_duration_s=args.max_duration_s)
     sources = {e.video_id: e.path for e in read_manifest(corpus.meta_path, corpus.video_root).entries}
     cfg = PipelineConfig(videos_per_shard=1)
-    ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, logging_level="WARNING")
     ratios, job_rates, bare_rates = [], [], []
     for round_index in range(args.rounds + 1):  # round 0 warms caches and workers, not counted
         out = work / f"out{round_index}"

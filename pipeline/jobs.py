@@ -19,15 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.build_shard import build_shard
 from pipeline.config import PipelineConfig
-from pipeline.errors import ErrorRow
 from pipeline.manifest import VideoEntry, read_manifest
 from pipeline.ray_session import ray_session
-from pipeline.shards import read_stats, remove_stale_temporaries, temporary_path_for, write_json_atomic
+from pipeline.atomic import write_json_atomic, write_parquet_atomic
+from pipeline.shards import read_stats, remove_stale_temporaries
 from vipstream.config import ConfigError, config_to_dict
 from vipstream.schema import (ERROR_COLUMNS, ERRORS_FILENAME, MANIFEST_COLUMNS, MANIFEST_FILENAME,
                               SHARDS_DIRNAME, SUMMARY_FILENAME)
@@ -122,9 +121,7 @@ assert tuple(_MANIFEST_SCHEMA.names) == MANIFEST_COLUMNS
 
 def _write_table(rows: list[dict[str, Any]], schema: pa.Schema, path: Path) -> None:
     table = pa.Table.from_pylist([{c: r.get(c) for c in schema.names} for r in rows], schema=schema)
-    tmp = temporary_path_for(path)
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    write_parquet_atomic(table, path)
 
 
 def _summarise(all_stats: list[dict[str, Any]], errors: list[dict[str, Any]], num_entries: int,

@@ -25,7 +25,9 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         log.info("joining Ray cluster at %s", address)
         ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        # address="local": always a fresh local Ray, never a cluster that `ray start` or
+        # ray.cluster_utils left registered in /tmp/ray (plain ray.init() would join it).
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     try:
         yield
     finally:

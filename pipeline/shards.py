@@ -10,32 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import webdataset as wds
 
+from pipeline.atomic import remove_temporaries, temporary_path_for, write_json_atomic
 from vipstream.schema import SHARDS_DIRNAME, VIDEO_EXT, META_EXT, shard_stats_path, shard_tar_path
-
-#: Temporaries are hidden and end in `.tmp`, so no `*.tar` / `*.json` pattern (ours, a user's
-#: glob, pathlib's, which also matches dot files) ever picks up a half-written file.
-TMP_GLOB = ".*.tmp"
-
-
-def temporary_path_for(final: Path) -> Path:
-    """A hidden sibling of `final` to write into, then `os.replace` onto `final`."""
-    return final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so readers see the old file or the whole new one, never a prefix."""
-    tmp = temporary_path_for(path)
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 class ShardWriter:
@@ -92,13 +73,7 @@ class ShardWriter:
 
 def remove_stale_temporaries(out_dir: str | Path) -> int:
     """Delete temporaries a killed run left in OUT/ and OUT/shards/; returns how many."""
-    removed = 0
-    for folder in (Path(out_dir), Path(out_dir) / SHARDS_DIRNAME):
-        if folder.is_dir():
-            for path in folder.glob(TMP_GLOB):
-                path.unlink(missing_ok=True)
-                removed += 1
-    return removed
+    return remove_temporaries(Path(out_dir), Path(out_dir) / SHARDS_DIRNAME)
 
 
 def read_stats(out_dir: str | Path, shard_index: int) -> dict[str, Any] | None:
