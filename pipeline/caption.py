@@ -18,23 +18,19 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from pipeline.errors import StageError
-from vipstream.config import ConfigError
+from vipstream.config import ConfigError, config_field as _f
 from vipstream.schema import middle_frame_index, sanitize_id
 
 log = logging.getLogger(__name__)
 
 DTYPES = ("float32", "float16", "bfloat16")
-
-
-def _f(default: Any, help_text: str) -> Any:
-    return field(default=default, metadata={"help": help_text})
 
 
 @dataclass(frozen=True)

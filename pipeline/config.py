@@ -5,13 +5,9 @@ Values from configs/pipeline.yaml, overridable by `--flag-name` on the command l
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from vipstream.config import ConfigError
-
-
-def _f(default, help_text: str):
-    return field(default=default, metadata={"help": help_text})
+from vipstream.config import ConfigError, config_field as _f
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,11 @@ import yaml
 C = TypeVar("C")
 
 
+def config_field(default: Any, help_text: str) -> Any:
+    """A config field with its `--help` text (read by `add_config_arguments`)."""
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
 class ConfigError(ValueError):
     """A configuration the job cannot run with (unknown key, wrong type, bad value)."""
 
