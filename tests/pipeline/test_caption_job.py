@@ -19,7 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.caption import Captioner, CaptionerConfig, CaptionerLoadError, middle_frame
-from pipeline.caption_job import CAPTIONER_FILENAME, SidecarWriter, read_and_decode_shard, run_caption_job
+from pipeline.caption_job import CAPTIONER_FILENAME, run_caption_job
+from pipeline.caption_sidecars import SidecarWriter
+from pipeline.caption_stages import read_and_decode_shard
 from tests.captioning import make_clip_bytes, write_caption_shards
 from vipstream.config import ConfigError
 from vipstream.schema import CAPTION_COLUMNS, ERROR_COLUMNS, caption_sidecar_path, captions_dir, shard_tar_path
