@@ -1,5 +1,5 @@
 """Session-scoped, expensive fixtures shared by the suite: the synthetic corpus, a local Ray,
-one corpus build. Each is made once per test session, from scratch, with real ffmpeg and Ray."""
+one corpus build, tiny captioners. Each is made once per test session, from scratch, with real ffmpeg and Ray."""
 
 from __future__ import annotations
 
@@ -41,6 +41,30 @@ def built_corpus(synthetic_corpus, ray_local, tmp_path_factory):
     summary = run_build(synthetic_corpus.meta_path, out_dir, PipelineConfig(videos_per_shard=2),
                         video_root=synthetic_corpus.video_root, progress=False)
     return out_dir, summary
+
+
+@pytest.fixture(scope="session")
+def tiny_blip(tmp_path_factory) -> Path:
+    """A random-init BLIP captioner saved to disk (see tests/captioning.py)."""
+    from tests.captioning import save_tiny_blip
+
+    return save_tiny_blip(tmp_path_factory.mktemp("captioners") / "tiny-blip")
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_gpt2(tmp_path_factory) -> Path:
+    """A random-init VisionEncoderDecoder (ViT + GPT-2) captioner saved to disk."""
+    from tests.captioning import save_tiny_vit_gpt2
+
+    return save_tiny_vit_gpt2(tmp_path_factory.mktemp("captioners") / "tiny-vit-gpt2")
+
+
+@pytest.fixture(scope="session")
+def clip_mp4(tmp_path_factory) -> bytes:
+    """One real 2 s clip (3 fps, short side 224) as the corpus builder would store it."""
+    from tests.captioning import make_clip_bytes
+
+    return make_clip_bytes(tmp_path_factory.mktemp("clips"), "clip")
 
 
 def vipstream_cmd() -> list[str]:

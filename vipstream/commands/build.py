@@ -40,6 +40,14 @@ def run(args: argparse.Namespace) -> int:
     from vipstream.config import config_to_dict, load_config, overrides_from_args, save_config
 
     cfg = load_config(PipelineConfig, args.config, overrides_from_args(args, PipelineConfig))
+    if args.captioner:  # fail fast: a captioner that cannot load must not cost a whole build
+        from pipeline.caption import CaptionerConfig, CaptionerLoadError, check_captioner
+
+        try:
+            check_captioner(load_config(CaptionerConfig, None, {"captioner": args.captioner}))
+        except CaptionerLoadError as exc:
+            print(f"vipstream build: {exc}", file=sys.stderr)
+            return 2
     log.info("config: %s", json.dumps(config_to_dict(cfg)))
     args.output.mkdir(parents=True, exist_ok=True)
     save_config(cfg, args.output / "build_config.yaml")
