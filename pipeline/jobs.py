@@ -28,6 +28,7 @@ from pipeline.ray_session import ray_session
 from pipeline.atomic import write_json_atomic, write_parquet_atomic
 from pipeline.shards import read_stats, remove_stale_temporaries
 from vipstream.config import ConfigError, config_to_dict
+from vipstream.errors import JobError
 from vipstream.schema import (ERROR_COLUMNS, ERRORS_FILENAME, MANIFEST_COLUMNS, MANIFEST_FILENAME,
                               SHARDS_DIRNAME, SUMMARY_FILENAME)
 
@@ -84,7 +85,9 @@ def _source_bytes(group: list[VideoEntry]) -> int:
 
 
 def _run_pending(pending: list[tuple[int, list[VideoEntry]]], out_dir: Path, cfg: PipelineConfig,
-                 progress: bool) -> None:
+                 progress: bool) -> dict[int, str]:
+    """Run the shard tasks; returns {shard: reason} for tasks that crashed outright (their
+    per-video failures are already error rows; this is a dead worker, a full disk, a bug)."""
     import ray
 
     task = ray.remote(_build_shard_task).options(num_cpus=cfg.cpus_per_task,
@@ -96,17 +99,25 @@ def _run_pending(pending: list[tuple[int, list[VideoEntry]]], out_dir: Path, cfg
                for shard, group in ordered}
     started = time.perf_counter()
     clips = failures = 0
+    crashed: dict[int, str] = {}
     with tqdm(total=len(futures), desc="shards", unit="shard", disable=not progress) as bar:
         remaining = list(futures)
         while remaining:
             done, remaining = ray.wait(remaining, num_returns=1)
             for ref in done:
-                stats = ray.get(ref)
+                try:
+                    stats = ray.get(ref)
+                except ray.exceptions.RayError as exc:  # the task itself died (after Ray's retries)
+                    crashed[futures[ref]] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1]}"
+                    log.error("shard %06d failed: %s", futures[ref], crashed[futures[ref]])
+                    bar.update(1)
+                    continue
                 clips += stats["clips"]
                 failures += len(stats["errors"])
                 bar.update(1)
                 bar.set_postfix(clips=clips, failures=failures,
                                 clips_per_s=f"{clips / max(time.perf_counter() - started, 1e-9):.2f}")
+    return crashed
 
 
 _MANIFEST_SCHEMA = pa.schema([
@@ -170,13 +181,16 @@ def run_build(input_path: str | Path, out_dir: str | Path, cfg: PipelineConfig, 
     skipped = len(groups) - len(pending)
     if skipped:
         log.info("resuming: %d of %d shards already finished", skipped, len(groups))
+    crashed: dict[int, str] = {}
     if pending:
         with ray_session(ray_address, num_cpus=cfg.num_cpus or None):
-            _run_pending(pending, out_dir, cfg, progress)
+            crashed = _run_pending(pending, out_dir, cfg, progress)
     all_stats = [read_stats(out_dir, i) for i in range(len(groups))]
-    unfinished = [i for i, s in enumerate(all_stats) if s is None]
+    unfinished = {i: crashed.get(i, "no stats file") for i, s in enumerate(all_stats) if s is None}
     if unfinished:
-        raise RuntimeError(f"shards {unfinished} have no stats after the run; rerun to finish them")
+        raise JobError(f"{len(unfinished)} of {len(groups)} shards did not finish "
+                       f"({'; '.join(f'{i:06d}: {r}' for i, r in sorted(unfinished.items())[:5])}); "
+                       f"the others are kept: rerun the same command to retry only these")
     rows = [row for stats in all_stats for row in stats["rows"]]
     errors = [e.as_dict() for e in listing.errors] + [e for s in all_stats for e in s["errors"]]
     _write_table(rows, _MANIFEST_SCHEMA, out_dir / MANIFEST_FILENAME)

