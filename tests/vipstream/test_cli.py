@@ -32,8 +32,9 @@ def test_demo_runs_the_main_job_end_to_end_on_the_synthetic_corpus(tmp_path):
     result = subprocess.run([*vipstream_cmd(), "demo", "--workdir", str(tmp_path), "--num-videos", "2"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
+    summary, _ = json.JSONDecoder().raw_decode(result.stdout)  # the summary, then the report
     assert summary["videos"] == 2 and summary["clips"] > 0 and summary["failures_by_stage"] == {}
     rows = pq.read_table(tmp_path / "out" / "manifest.parquet").to_pylist()
     assert len(rows) == summary["clips"]
     assert all(r["subtitle"] for r in rows)
+    assert "shards" in result.stdout and rows[0]["subtitle"] in result.stdout

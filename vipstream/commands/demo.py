@@ -42,4 +42,16 @@ def run(args: argparse.Namespace) -> int:
     summary = run_build(meta, args.workdir / "out", cfg, video_root=video_root)
     summary.pop("config", None)
     print(json.dumps(summary, indent=2))
+    _show_output(args.workdir / "out")
     return 0 if summary["clips"] > 0 else 1
+
+
+def _show_output(out_dir: Path, examples: int = 3) -> None:
+    """What a newcomer wants to see next: the output's inventory and a few clips' texts."""
+    import pyarrow.parquet as pq
+
+    from pipeline.inspect_output import format_report, inspect_output
+
+    print(format_report(inspect_output(out_dir)))
+    for row in pq.read_table(out_dir / "manifest.parquet").slice(0, examples).to_pylist():
+        print(f"  {row['key']}  {row['start_s']:7.2f}-{row['end_s']:7.2f} s  {row['subtitle']!r}")
