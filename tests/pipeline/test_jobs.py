@@ -126,13 +126,16 @@ def test_each_bad_input_becomes_one_error_row_and_the_rest_of_the_shard_is_writt
         {"video_id": "brokensubs", "path": "media/good.mp4", "subtitles": "media/broken.vtt"},
         {"video_id": "good", "path": "media/good.mp4"},
         {"video_id": "good2", "path": "media/good2.mkv"},
+        {"video_id": "halfsilent", "path": "media/good.mp4", "subtitles": "media/late.vtt",
+         "clips": [{"clip_id": "halfsilent.quiet", "span": [0, 3]}, {"clip_id": "halfsilent.talk", "span": [3, 6]}]},
     ]
+    (media / "late.vtt").write_text("WEBVTT\n\n00:00:04.000 --> 00:00:05.000\nSpeech starts late.\n")
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text("\n".join(l if isinstance(l, str) else json.dumps(l) for l in lines) + "\n")
     summary = run_build(manifest, tmp_path / "out", PipelineConfig(videos_per_shard=100), progress=False)
 
     keys = [s["__key__"] for s in _shard_samples(tmp_path / "out")]
-    assert keys == ["good_0000", "good_0005", "good2_0000"]
+    assert keys == ["good_0000", "good_0005", "good2_0000", "halfsilent_0001"]
     errors = _errors(tmp_path / "out")
     by_id = {(e["video_id"], e["clip_id"]): e for e in errors}
     expected = {
@@ -150,7 +153,8 @@ def test_each_bad_input_becomes_one_error_row_and_the_rest_of_the_shard_is_writt
     assert "reversed" in by_id[("good", "good.reversed")]["reason"]
     assert by_id[(None, None)]["line"] == 4 and by_id[("good", None)]["line"] == 9
     assert "no video stream" in by_id[("audio", None)]["reason"].lower()
-    assert summary["clips"] == 3 and summary["clips_failed"] == 4
+    assert summary["clips"] == 4 and summary["clips_failed"] == 4
+    assert summary["clips_without_text"] == 1  # halfsilent.quiet: dropped and counted, not an error
     sample = {s["__key__"]: json.loads(s["json"]) for s in _shard_samples(tmp_path / "out")}
     assert "carré" in sample["good2_0000"]["subtitle"]
 

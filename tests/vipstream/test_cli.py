@@ -38,3 +38,18 @@ def test_demo_runs_the_main_job_end_to_end_on_the_synthetic_corpus(tmp_path):
     assert len(rows) == summary["clips"]
     assert all(r["subtitle"] for r in rows)
     assert "shards" in result.stdout and rows[0]["subtitle"] in result.stdout
+
+
+def test_synth_writes_an_hdvila_corpus_the_build_accepts(tmp_path):
+    result = subprocess.run([*vipstream_cmd(), "synth", "--output", str(tmp_path), "--num-videos", "1",
+                             "--min-duration-s", "30", "--max-duration-s", "30"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    listing = json.loads(result.stdout)
+    (line,) = (tmp_path / "meta.jsonl").read_text().splitlines()
+    meta = json.loads(line)
+    assert listing["videos"] == [meta["video_id"]] and meta["clip"]
+    from pipeline.manifest import read_manifest
+
+    (entry,) = read_manifest(tmp_path / "meta.jsonl", video_root=listing["video_root"]).entries
+    assert entry.path and entry.subtitles and entry.subtitles.endswith(".vtt")
