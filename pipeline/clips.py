@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from pipeline.errors import StageError
-from pipeline.subtitles import Cue, normalise_cues
+from pipeline.subtitles import Cue
 
 SPAN_STAGE = "span"
 
@@ -127,8 +127,8 @@ def validate_span(start_s: float, end_s: float, duration_s: float | None,
 def plan_clips(cues: list[Cue], spec: ClipPlanSpec, duration_s: float | None) -> list[Span]:
     """Spans for a video without given clips, cut at subtitle sentence boundaries.
 
-    1. cues are normalised (rolling YouTube duplicates and 10 ms transition cues go) and clamped
-       to [0, duration_s];
+    1. cues, normalised once by the subtitle parsers (`load_subtitles`, `normalise_cues`: rolling
+       YouTube duplicates and 10 ms transition cues gone), are clamped to [0, duration_s];
     2. sentences: runs of cues ending at a cue whose text ends with . ! ? (or … 。 ！ ？) or
        before a pause of at least `sentence_gap_s`;
     3. a sentence longer than `max_clip_s` is split at cue boundaries (greedy, each piece as long
@@ -143,7 +143,8 @@ def plan_clips(cues: list[Cue], spec: ClipPlanSpec, duration_s: float | None) ->
     a cue belongs to exactly one span (an evenly split long cue belongs to all of its parts).
     Deterministic: the same cues give the same spans.
     """
-    cues = _within_video(normalise_cues(cues), duration_s)
+    spoken = sorted((cue for cue in cues if cue.text.strip()), key=lambda cue: (cue.start_s, cue.end_s))
+    cues = _within_video(spoken, duration_s)
     pieces = [piece for sentence in _sentences(cues, spec.sentence_gap_s)
               for piece in _split_long(sentence, spec.max_clip_s)]
     clips = _merge_forward(pieces, spec)

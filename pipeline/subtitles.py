@@ -407,11 +407,15 @@ def clip_subtitle(cues: list[Cue], start_s: float, end_s: float) -> str:
 
     A cue overlaps when it starts before `end_s` and ends after `start_s` (a zero-length cue when
     it lies inside the half-open span), so a clip cut at a cue boundary does not take its
-    neighbour's cue. The overlapping cues are normalised again, which removes rolling repeats
-    even when hand-built raw cues are passed; for exact rolling removal across the span's start,
-    pass cues from `load_subtitles` / `parse_*` (already normalised over the whole file).
+    neighbour's cue. Expects normalised cues (from `load_subtitles` / `parse_*` / `normalise_cues`):
+    normalising is done once over the whole file, because it is not idempotent (a second pass
+    over "d e | d e g" would eat the repeated words a speaker really said). Only identical
+    consecutive texts are folded here.
     """
-    inside = [cue for cue in cues
-              if (cue.start_s < end_s and cue.end_s > start_s)
-              or (cue.start_s == cue.end_s and start_s <= cue.start_s < end_s)]
-    return " ".join(cue.text for cue in normalise_cues(inside))
+    texts: list[str] = []
+    for cue in cues:
+        inside = (cue.start_s < end_s and cue.end_s > start_s) or (
+            cue.start_s == cue.end_s and start_s <= cue.start_s < end_s)
+        if inside and cue.text and (not texts or texts[-1] != cue.text):
+            texts.append(cue.text)
+    return " ".join(texts)

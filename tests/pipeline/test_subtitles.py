@@ -78,16 +78,24 @@ def test_clip_starting_mid_video_does_not_repeat_the_line_spoken_before_it():
     assert clip_subtitle(parse_vtt(YOUTUBE_VTT), 5.2, 8.0) == "and why it matters"
 
 
-def test_hand_built_raw_rolling_cues_are_deduplicated_by_clip_subtitle():
+def test_hand_built_raw_rolling_cues_once_normalised_give_each_line_once():
     raw = [Cue(0.0, 2.0, "we're going to talk"), Cue(2.0, 2.01, "we're going to talk"),
            Cue(2.01, 4.0, "we're going to talk\nabout the red square")]
-    assert clip_subtitle(raw, 0.0, 4.0) == "we're going to talk about the red square"
+    assert clip_subtitle(normalise_cues(raw), 0.0, 4.0) == "we're going to talk about the red square"
 
 
 def test_captions_growing_word_by_word_keep_each_word_once():
     raw = [Cue(0.0, 1.0, "so today we"), Cue(1.0, 2.0, "so today we will cook"),
            Cue(2.0, 3.0, "so today we will cook pasta")]
-    assert clip_subtitle(raw, 0.0, 3.0) == "so today we will cook pasta"
+    assert clip_subtitle(normalise_cues(raw), 0.0, 3.0) == "so today we will cook pasta"
+
+
+def test_clip_text_keeps_words_a_speaker_really_repeats():
+    # Normalising is not idempotent: a second pass would also strip the spoken "d e" repeat.
+    cues = normalise_cues([Cue(0.0, 1.0, "a b c"), Cue(1.0, 2.0, "b c d e"), Cue(2.0, 3.0, "d e d e g")])
+    once = " ".join(cue.text for cue in cues)
+    assert clip_subtitle(cues, 0.0, 3.0) == once
+    assert once.endswith("d e g") and once.count("d e") == 2
 
 
 def test_a_repeat_after_a_pause_is_a_genuine_repetition_and_is_kept():
