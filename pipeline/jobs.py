@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,13 +28,14 @@ from pipeline.manifest import VideoEntry, read_manifest
 from pipeline.ray_session import ray_session
 from pipeline.atomic import write_json_atomic, write_parquet_atomic
 from pipeline.shards import read_stats, remove_stale_temporaries
-from vipstream.config import ConfigError, config_to_dict
+from vipstream.config import ConfigError, config_to_dict, save_config
 from vipstream.errors import JobError
-from vipstream.schema import (ERROR_COLUMNS, ERRORS_FILENAME, MANIFEST_COLUMNS, MANIFEST_FILENAME,
+from vipstream.schema import (CAPTIONS_DIRNAME, ERROR_COLUMNS, ERRORS_FILENAME, MANIFEST_COLUMNS, MANIFEST_FILENAME,
                               SHARDS_DIRNAME, SUMMARY_FILENAME)
 
 log = logging.getLogger(__name__)
 PLAN_FILENAME = "build_plan.json"
+CONFIG_FILENAME = "build_config.yaml"
 #: Config keys that change shard contents; a resume with other values would mix two builds.
 _CONTENT_KEYS = ("videos_per_shard", "min_clip_s", "max_clip_s", "span_tolerance_s", "fps",
                  "short_side_px", "crf", "preset", "keep_audio")
@@ -61,9 +63,27 @@ def _check_or_write_plan(out_dir: Path, fingerprint: str, num_shards: int, overw
                 f" != {fingerprint[:12]}); use a new --output or pass --overwrite to rebuild it")
         return
     if overwrite:
-        for path in (out_dir / SHARDS_DIRNAME).glob("*.stats.json"):
-            path.unlink()
+        _remove_previous_build(out_dir)
     write_json_atomic(plan_path, {"fingerprint": fingerprint, "num_shards": num_shards})
+
+
+def _remove_previous_build(out_dir: Path) -> None:
+    """Everything a previous build (and captioning of it) left: keys would name other clips now.
+
+    Stats go first, so a run killed half-way through this still never sees a finished shard of
+    the old build, and the old plan stays until the new one replaces it, so such a run is
+    refused again until --overwrite finishes. Caption sidecars go too: they join clips by key.
+    """
+    shards_dir = out_dir / SHARDS_DIRNAME
+    for pattern in ("*.stats.json", "*.tar"):
+        for path in shards_dir.glob(pattern):
+            path.unlink()
+    for name in (MANIFEST_FILENAME, ERRORS_FILENAME, SUMMARY_FILENAME):
+        (out_dir / name).unlink(missing_ok=True)
+    if (out_dir / CAPTIONS_DIRNAME).is_dir():
+        log.warning("--overwrite: removing caption sidecars of the previous build in %s",
+                    out_dir / CAPTIONS_DIRNAME)
+        shutil.rmtree(out_dir / CAPTIONS_DIRNAME)
 
 
 def _build_shard_task(entries: list[dict[str, Any]], shard: int, out_dir: str,
@@ -108,7 +128,8 @@ def _run_pending(pending: list[tuple[int, list[VideoEntry]]], out_dir: Path, cfg
                 try:
                     stats = ray.get(ref)
                 except ray.exceptions.RayError as exc:  # the task itself died (after Ray's retries)
-                    crashed[futures[ref]] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1]}"
+                    lines = str(exc).strip().splitlines() or [""]
+                    crashed[futures[ref]] = f"{type(exc).__name__}: {lines[-1]}"
                     log.error("shard %06d failed: %s", futures[ref], crashed[futures[ref]])
                     bar.update(1)
                     continue
@@ -174,6 +195,7 @@ def run_build(input_path: str | Path, out_dir: str | Path, cfg: PipelineConfig, 
     groups = assign_shards(listing.entries, cfg.videos_per_shard)
     (out_dir / SHARDS_DIRNAME).mkdir(parents=True, exist_ok=True)
     _check_or_write_plan(out_dir, _plan_fingerprint(listing.entries, cfg), len(groups), overwrite)
+    save_config(cfg, out_dir / CONFIG_FILENAME)  # only once the output is known to be this build's
     removed = remove_stale_temporaries(out_dir)
     if removed:
         log.info("removed %d temporaries of an interrupted run", removed)

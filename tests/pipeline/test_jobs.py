@@ -208,3 +208,32 @@ def test_a_shard_task_that_crashes_fails_the_run_clearly_and_a_rerun_finishes_it
     summary = run_build(synthetic_corpus.meta_path, out_dir, cfg, video_root=synthetic_corpus.video_root,
                         progress=False)
     assert summary["shards_skipped_as_finished"] == 1 and summary["shards"] == 2
+
+
+def test_overwrite_with_another_config_leaves_nothing_of_the_previous_build(synthetic_corpus, ray_local, tmp_path):
+    out_dir = tmp_path / "out"
+    first = run_build(synthetic_corpus.meta_path, out_dir, PipelineConfig(videos_per_shard=1),
+                      video_root=synthetic_corpus.video_root, progress=False)
+    assert first["shards"] == 3
+    stale_sidecar = out_dir / "captions" / "some-captioner" / "000002.parquet"
+    stale_sidecar.parent.mkdir(parents=True)
+    stale_sidecar.write_bytes(b"captions of the old clips")
+    second = run_build(synthetic_corpus.meta_path, out_dir, PipelineConfig(videos_per_shard=3),
+                       video_root=synthetic_corpus.video_root, overwrite=True, progress=False)
+    assert second["shards"] == 1 and second["clips"] == first["clips"]
+    assert sorted(p.name for p in (out_dir / "shards").iterdir()) == ["000000.stats.json", "000000.tar"]
+    assert not (out_dir / "captions").exists()
+    assert "videos_per_shard: 3" in (out_dir / "build_config.yaml").read_text()
+    assert [s["__key__"] for s in _shard_samples(out_dir)] == [
+        r["key"] for r in pq.read_table(out_dir / "manifest.parquet").to_pylist()]
+
+
+def test_a_refused_resume_leaves_the_saved_config_of_the_build_that_is_there(built_corpus, synthetic_corpus):
+    from vipstream.config import ConfigError
+
+    out_dir, _ = built_corpus
+    before = (out_dir / "build_config.yaml").read_text()
+    with pytest.raises(ConfigError):
+        run_build(synthetic_corpus.meta_path, out_dir, PipelineConfig(videos_per_shard=2, fps=7),
+                  video_root=synthetic_corpus.video_root, progress=False)
+    assert (out_dir / "build_config.yaml").read_text() == before

@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipeline.config import PipelineConfig
     from pipeline.jobs import run_build
-    from vipstream.config import config_to_dict, load_config, overrides_from_args, save_config
+    from vipstream.config import config_to_dict, load_config, overrides_from_args
 
     cfg = load_config(PipelineConfig, args.config, overrides_from_args(args, PipelineConfig))
     if args.captioner:  # fail fast: a captioner that cannot load must not cost a whole build
@@ -49,8 +49,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"vipstream build: {exc}", file=sys.stderr)
             return 2
     log.info("config: %s", json.dumps(config_to_dict(cfg)))
-    args.output.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, args.output / "build_config.yaml")
     summary = run_build(args.input, args.output, cfg, video_root=args.video_root,
                         ray_address=args.ray_address, overwrite=args.overwrite,
                         progress=not args.no_progress)
