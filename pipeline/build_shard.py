@@ -102,11 +102,10 @@ def _build_video(entry: VideoEntry, shard: int, cfg: PipelineConfig, spec: Trans
     if entry.path is None:
         raise StageError("input", entry.missing_reason or "video file not found")
     probe = probe_video(entry.path, timeout_s=cfg.probe_timeout_s)
-    cues: list[Cue] = []
-    if entry.subtitles:
-        cues = load_subtitles(entry.subtitles)
-    elif entry.clips is None:
-        raise StageError("subtitles", "no subtitle file and no clip spans: nothing to cut the video by")
+    if not entry.subtitles:  # every clip would lack text and be dropped: say so, once, here
+        raise StageError("subtitles", "no subtitle file for this video (looked beside it for the same "
+                                      "stem + .vtt/.srt/.json3, e.g. ID.en.vtt): its clips would have no text")
+    cues: list[Cue] = load_subtitles(entry.subtitles)
     report.video_seconds += probe.duration_s
     for clip in _plan(entry, cues, probe, cfg, report):
         text = clip_subtitle(cues, clip.span.start_s, clip.span.end_s)
@@ -118,6 +117,12 @@ def _build_video(entry: VideoEntry, shard: int, cfg: PipelineConfig, spec: Trans
         except StageError as exc:
             report.clips_failed += 1
             report.fail(exc.to_row(**context, clip_id=clip.clip_id))
+            continue
+        except Exception as exc:  # e.g. OSError from the temp dir: costs this clip, not the video
+            log.exception("unexpected failure on clip %s", clip.clip_id)
+            report.clips_failed += 1
+            report.fail(ErrorRow(entry.video_id, clip.clip_id, "internal", f"{type(exc).__name__}: {exc}",
+                                 source=entry.path, line=entry.line))
             continue
         key = clip_key(entry.video_id, clip.clip_index)
         meta = _clip_meta(entry, clip, text, out)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,9 +29,13 @@ VIDEO_SUFFIXES = frozenset({
     ".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".ts", ".mts", ".flv", ".mpg", ".mpeg",
     ".3gp", ".ogv", ".wmv",
 })
-SUBTITLE_SUFFIXES = (".vtt", ".srt", ".json")
+SUBTITLE_SUFFIXES = (".vtt", ".srt", ".json3", ".json")
 #: Files beside a video that are never the video itself (partial downloads, sidecars).
-_NOT_VIDEO_SUFFIXES = frozenset({".vtt", ".srt", ".json", ".part", ".ytdl", ".txt", ".jpg", ".png", ".webp"})
+_NOT_VIDEO_SUFFIXES = frozenset({".vtt", ".srt", ".json", ".json3", ".part", ".ytdl", ".txt", ".jpg",
+                                 ".png", ".webp", ".description", ".info", ".xml", ".md"})
+#: The part between a video's stem and a subtitle suffix must look like a language tag
+#: (`en`, `en-US`, `pt_BR`, `zh-Hans`); anything else may be another video's stem (`talk.2`).
+_LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
 
 
 @dataclass(frozen=True)
@@ -81,16 +86,24 @@ def _subtitle_beside(video: Path) -> str | None:
         siblings = sorted(p.name for p in video.parent.iterdir() if p.name.startswith(stem + "."))
     except OSError:
         return None
+    other_videos = {name.rsplit(".", 1)[0] for name in siblings
+                    if Path(name).suffix.lower() in VIDEO_SUFFIXES and name != video.name}
     candidates = []
     for name in siblings:
         middle = name[len(stem):]  # ".vtt", ".en.vtt", ".en-US.srt"
         for rank, suffix in enumerate(SUBTITLE_SUFFIXES):
             if middle.endswith(suffix):
-                lang = middle[: -len(suffix)].lstrip(".")
+                lang = middle[: -len(suffix)]
+                if lang and not (lang.startswith(".") and _LANGUAGE_TAG.match(lang[1:])):
+                    break  # "x.2.en.vtt" belongs to video "x.2", not to "x"
+                if lang and stem + lang in other_videos:
+                    break  # "x.en.vtt" beside "x.en.mp4" is that video's
+                lang = lang[1:]
                 if suffix == ".json" and not lang:
-                    continue  # x.json is more often metadata than subtitles
+                    break  # x.json is more often metadata than subtitles
                 lang_rank = 0 if lang in ("", "en") else 1 if lang.startswith("en") else 2
                 candidates.append((lang_rank, rank, name))
+                break
     return str(video.parent / min(candidates)[2]) if candidates else None
 
 
@@ -136,7 +149,7 @@ def _parse_clips(raw: Any, video_id: str) -> tuple[GivenClip, ...] | None:
     return tuple(clips)
 
 
-def _entry_from_record(record: Any, line: int, base_dir: Path, video_index: _VideoIndex | None) -> VideoEntry:
+def _entry_from_record(record: Any, line: int, base_dir: Path, video_index: _VideoIndex) -> VideoEntry:
     """One manifest record (HD-VILA or ours) -> VideoEntry; StageError(stage="manifest") if malformed."""
     if not isinstance(record, dict):
         raise StageError("manifest", f"expected a JSON object, found {type(record).__name__}")
@@ -160,11 +173,10 @@ def _entry_from_record(record: Any, line: int, base_dir: Path, video_index: _Vid
             subtitles = _subtitle_beside(path)
         return VideoEntry(video_id, str(path), subtitles, clips, line)
     # HD-VILA form: find the file by id under the video root.
-    index = video_index or _VideoIndex(base_dir)
-    found = index.find(video_id)
+    found = video_index.find(video_id)
     if found is None:
         return VideoEntry(video_id, None, None, clips, line,
-                          missing_reason=f"no video file named {video_id}.* under {index.root}")
+                          missing_reason=f"no video file named {video_id}.* under {video_index.root}")
     return VideoEntry(video_id, str(found), _subtitle_beside(found), clips, line)
 
 

@@ -126,9 +126,11 @@ def test_each_bad_input_becomes_one_error_row_and_the_rest_of_the_shard_is_writt
         {"video_id": "brokensubs", "path": "media/good.mp4", "subtitles": "media/broken.vtt"},
         {"video_id": "good", "path": "media/good.mp4"},
         {"video_id": "good2", "path": "media/good2.mkv"},
+        {"video_id": "nosubs", "path": "media/nosubs.mp4", "clips": [{"clip_id": "nosubs.0", "span": [0, 3]}]},
         {"video_id": "halfsilent", "path": "media/good.mp4", "subtitles": "media/late.vtt",
          "clips": [{"clip_id": "halfsilent.quiet", "span": [0, 3]}, {"clip_id": "halfsilent.talk", "span": [3, 6]}]},
     ]
+    make_video(media / "nosubs.mp4", seconds=4, audio=False)
     (media / "late.vtt").write_text("WEBVTT\n\n00:00:04.000 --> 00:00:05.000\nSpeech starts late.\n")
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text("\n".join(l if isinstance(l, str) else json.dumps(l) for l in lines) + "\n")
@@ -143,7 +145,7 @@ def test_each_bad_input_becomes_one_error_row_and_the_rest_of_the_shard_is_writt
         ("good", "good.past_end"): "span", ("good", "good.unreadable"): "span",
         ("missing", None): "probe", ("garbage", None): "probe", ("truncated", None): None,
         ("empty", None): "probe", ("audio", None): "probe", ("brokensubs", None): "subtitles",
-        ("good", None): "manifest", (None, None): "manifest",
+        ("good", None): "manifest", (None, None): "manifest", ("nosubs", None): "subtitles",
     }
     assert set(by_id) == set(expected), errors
     for ident, stage in expected.items():
@@ -153,6 +155,7 @@ def test_each_bad_input_becomes_one_error_row_and_the_rest_of_the_shard_is_writt
     assert "reversed" in by_id[("good", "good.reversed")]["reason"]
     assert by_id[(None, None)]["line"] == 4 and by_id[("good", None)]["line"] == 9
     assert "no video stream" in by_id[("audio", None)]["reason"].lower()
+    assert "no subtitle file" in by_id[("nosubs", None)]["reason"]
     assert summary["clips"] == 4 and summary["clips_failed"] == 4
     assert summary["clips_without_text"] == 1  # halfsilent.quiet: dropped and counted, not an error
     sample = {s["__key__"]: json.loads(s["json"]) for s in _shard_samples(tmp_path / "out")}

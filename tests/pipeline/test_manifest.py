@@ -136,3 +136,20 @@ def test_remote_urls_are_refused_and_no_path_is_built_from_an_id(tmp_path):
 def test_video_entry_round_trips_through_a_dict():
     entry = VideoEntry("v", "/p.mp4", "/p.vtt", None, 3)
     assert VideoEntry.from_dict(entry.as_dict()) == entry
+
+
+def test_a_video_never_takes_the_subtitles_of_another_video_whose_name_extends_its_own(tmp_path):
+    for name in ("talk.mp4", "talk.2.mp4", "talk.2.en.vtt", "talk.en.mp4", "talk.en.vtt",
+                 "clip.mp4", "clip.pt-BR.srt", "clip.notes.vtt", "yt.mp4", "yt.en.json3"):
+        _touch(tmp_path / name)
+    subtitles = {Path(e.path).name: e.subtitles and Path(e.subtitles).name for e in read_manifest(tmp_path).entries}
+    assert subtitles == {"talk.mp4": None, "talk.2.mp4": "talk.2.en.vtt", "talk.en.mp4": "talk.en.vtt",
+                         "clip.mp4": "clip.pt-BR.srt", "yt.mp4": "yt.en.json3"}
+
+
+def test_json3_and_info_files_are_not_taken_for_a_missing_video(tmp_path):
+    _touch(tmp_path / "abc.en.json3")
+    _touch(tmp_path / "abc.description")
+    meta = _write_jsonl(tmp_path / "m.jsonl", [{"video_id": "abc", "url": "u"}])
+    (entry,) = read_manifest(meta).entries
+    assert entry.path is None and "no video file named abc" in entry.missing_reason
