@@ -32,6 +32,7 @@ from pipeline.caption import CaptionerConfig, CaptionerLoadError, check_captione
 from pipeline.caption_sidecars import SidecarWriter
 from pipeline.caption_stages import CaptionerActor, read_and_decode_shard
 from vipstream.config import ConfigError, config_to_dict
+from vipstream.errors import JobError
 from vipstream.schema import SHARDS_DIRNAME, caption_sidecar_path, captions_dir, shard_stats_path, shard_stem
 
 log = logging.getLogger(__name__)
@@ -232,8 +233,8 @@ def run_caption_job(out_dir: str | Path, cfg: CaptionerConfig, ray_address: str 
                 _restore_data_context(saved)
             job_s = time.perf_counter() - job_started
         if writer.incomplete():
-            raise RuntimeError(f"shards ended incomplete (rows received, expected): {writer.incomplete()}; "
-                               f"rerun to finish them")
+            raise JobError(f"shards ended incomplete (rows received, expected): {writer.incomplete()}; "
+                           f"the finished ones are kept: rerun to finish these")
     summary = _summarise(out_dir, captioner_id, cfg, finished, unfinished, skipped, writer,
                          job_s, time.perf_counter() - started)
     write_json_atomic(folder / CAPTION_SUMMARY_FILENAME, summary)

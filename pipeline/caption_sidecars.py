@@ -44,7 +44,9 @@ class SidecarWriter:
         self.out_dir = out_dir
         self.captioner_id = captioner_id
         self.errors_path = captions_dir(out_dir, captioner_id) / ERRORS_FILENAME
-        self.pending: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        # shard -> sample_index -> row: keyed, so a sample re-emitted by a retried Ray task is
+        # counted once and a shard is complete only when every index 0..total-1 is in.
+        self.pending: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
         self.totals: dict[int, int] = {}
         self.done: set[int] = set()
         self.failed: set[int] = set()
@@ -57,13 +59,16 @@ class SidecarWriter:
         new_captions = 0
         for row in rows:
             shard = int(row["shard"])
-            if shard in self.done or shard in self.failed:
-                raise RuntimeError(f"shard {shard_stem(shard)}: a row arrived after the shard was complete")
+            index = int(row["sample_index"])
+            if shard in self.done or shard in self.failed or index in self.pending[shard]:
+                log.warning("shard %s: sample %d arrived twice (a retried task); kept once",
+                            shard_stem(shard), index)
+                continue
             self.totals[shard] = int(row["shard_total"])
-            self.pending[shard].append(row)
+            self.pending[shard][index] = row
             new_captions += row["kind"] == SAMPLE and not row["error_stage"]
             if len(self.pending[shard]) == self.totals[shard]:
-                self._finish(shard, self.pending.pop(shard))
+                self._finish(shard, list(self.pending.pop(shard).values()))
         return new_captions
 
     def incomplete(self) -> dict[int, tuple[int, int]]:

@@ -239,3 +239,17 @@ def test_cli_reports_an_unloadable_captioner_with_exit_code_2(corpus, tmp_path):
                           cwd=REPO_ROOT, env=_cli_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "cannot load captioner" in done.stderr and "missing-model" in done.stderr
+
+
+def test_rows_re_emitted_by_a_retried_task_are_kept_once_and_complete_the_shard_only_when_all_are_in(
+        tmp_path, clip_mp4):
+    write_caption_shards(tmp_path, [3], clip=clip_mp4)
+    rows = [{**r, "caption": f"caption {r['sample_index']}"}
+            for r in read_and_decode_shard({"shard": 0, "path": str(shard_tar_path(tmp_path, 0))})]
+    captions_dir(tmp_path, "c").mkdir(parents=True)
+    writer = SidecarWriter(tmp_path, "c")
+    writer.add([rows[0], rows[1], rows[0], rows[1]])  # a retried flat_map task emits again
+    assert writer.incomplete() == {0: (2, 3)} and not caption_sidecar_path(tmp_path, "c", 0).exists()
+    writer.add([rows[2], rows[2]])
+    keys = [r["key"] for r in pq.read_table(caption_sidecar_path(tmp_path, "c", 0)).to_pylist()]
+    assert keys == [r["key"] for r in rows] and len(set(keys)) == 3
