@@ -40,6 +40,9 @@ ROLLING_GAP_S = 0.5
 # loses those words; at least this many must match, so a single repeated word ("no. no.") stays.
 MIN_WORD_OVERLAP = 2
 
+#: Real subtitle files are kilobytes (a 10-hour auto-caption VTT is ~5 MB); anything far larger
+#: is not a subtitle file and is refused before it is read into memory.
+MAX_SUBTITLE_BYTES = 64 * 1024 * 1024
 SUBTITLE_FORMATS = {".vtt": "vtt", ".srt": "srt", ".json": "json", ".json3": "json"}
 
 
@@ -362,6 +365,13 @@ def load_subtitles(path: str | Path) -> list[Cue]:
         raise StageError(STAGE, f"unsupported subtitle format {path.suffix or '(no suffix)'!r} "
                                 f"(expected one of {', '.join(SUBTITLE_FORMATS)})", source=source)
     try:
+        if not path.is_file():  # a FIFO or device named x.vtt would block the shard forever
+            raise StageError(STAGE, "subtitle path is not a regular file" if path.exists()
+                             else "subtitle file not found", source=source)
+        size = path.stat().st_size
+        if size > MAX_SUBTITLE_BYTES:
+            raise StageError(STAGE, f"subtitle file is {size} bytes, over the {MAX_SUBTITLE_BYTES} "
+                                    f"byte limit for a subtitle file", source=source)
         data = path.read_bytes()
     except FileNotFoundError:
         raise StageError(STAGE, "subtitle file not found", source=source) from None

@@ -325,7 +325,7 @@ def test_missing_file_directory_and_unknown_suffix_are_refused(tmp_path):
     with pytest.raises(StageError, match="not found"):
         load_subtitles(tmp_path / "absent.vtt")
     (tmp_path / "dir.srt").mkdir()
-    with pytest.raises(StageError, match="cannot read"):
+    with pytest.raises(StageError, match="not a regular file"):
         load_subtitles(tmp_path / "dir.srt")
     with pytest.raises(StageError, match=r"unsupported subtitle format '\.ass'"):
         load_subtitles(tmp_path / "video.ass")
@@ -366,3 +366,12 @@ def test_zero_length_cue_belongs_to_the_span_that_contains_it():
     cues = [Cue(3.0, 3.0, "blink")]
     assert clip_subtitle(cues, 3.0, 4.0) == "blink"
     assert clip_subtitle(cues, 2.0, 3.0) == ""
+
+
+def test_a_fifo_named_like_a_subtitle_file_is_refused_without_blocking(tmp_path):
+    import os
+
+    fifo = tmp_path / "x.vtt"
+    os.mkfifo(fifo)
+    with pytest.raises(StageError, match="not a regular file"):
+        load_subtitles(fifo)
