@@ -39,6 +39,13 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import StageError
 
 PROTOCOL_WHITELIST = "file,pipe"
+#: Demuxers a source may be opened with. Without this, a local file that is really an HLS or
+#: other playlist is auto-detected and pulls in whatever local media it names (the protocol
+#: whitelist alone allows that, since those are `file:` reads too).
+DEMUXER_WHITELIST = ",".join((
+    "mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpegts", "flv", "mpeg",
+    "mpegvideo", "asf", "ogg", "h264", "hevc", "m4v", "dv", "mxf", "nut", "rm", "yuv4mpegpipe",
+))
 # Containers without a seek index (ffprobe format names). Their demuxers seek by a timestamp
 # search and decoding resumes at the first keyframe *after* the landing point, so a plain input
 # seek can start a clip up to one GOP late (measured: 2 s late in an MPEG-TS with 3 s GOPs). They
@@ -151,6 +158,7 @@ def probe_video(path: str | os.PathLike, timeout_s: float = 30.0) -> ProbeInfo:
     if size_bytes == 0:
         raise StageError("probe", "video file is empty (0 bytes)", source=source)
     cmd = ["ffprobe", "-v", "error", "-protocol_whitelist", PROTOCOL_WHITELIST,
+           "-format_whitelist", DEMUXER_WHITELIST,
            "-show_format", "-show_streams", "-of", "json", _ffmpeg_input_name(local)]
     try:
         done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s)
@@ -275,6 +283,7 @@ def _ffmpeg_args(src: Path, start_s: float, end_s: float, spec: TranscodeSpec, p
     elif start_s - input_ss_s > 0:
         output_span["ss"] = f"{start_s - input_ss_s:.3f}"
     stream = ffmpeg.input(_ffmpeg_input_name(src), threads=spec.threads, protocol_whitelist=PROTOCOL_WHITELIST,
+                          format_whitelist=DEMUXER_WHITELIST,
                           **input_span)
     video = stream["V:0"].filter("fps", fps=spec.fps).filter("scale", out_w, out_h).filter("setsar", 1)
     outputs = [video]

@@ -265,3 +265,12 @@ def test_a_source_truncated_after_probing_fails_with_ffmpegs_message(tmp_path):
     with pytest.raises(StageError, match="ffmpeg failed") as caught:
         transcode_clip(whole, 0.0, 3.0, TranscodeSpec(), probe)
     assert caught.value.stage == "transcode" and "moov atom not found" in caught.value.reason
+
+
+def test_a_playlist_disguised_as_a_video_is_refused_before_it_reads_other_files(tmp_path):
+    make_video(tmp_path / "secret.ts", seconds=2, audio=False, vcodec="mpeg2video")
+    playlist = tmp_path / "innocent.mp4"
+    playlist.write_text("#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:2,\nsecret.ts\n#EXT-X-ENDLIST\n")
+    with pytest.raises(StageError, match="not on whitelist") as caught:
+        probe_video(playlist)
+    assert caught.value.stage == "probe"
