@@ -34,8 +34,6 @@ class ShardWriter:
         self._tmp = temporary_path_for(self.tar_path)
         self._handle = None
         self._writer: wds.TarWriter | None = None
-        self.samples = 0
-        self.bytes = 0
 
     def __enter__(self) -> "ShardWriter":
         # A stale stats file would mark this shard finished while it is being rewritten.
@@ -48,8 +46,6 @@ class ShardWriter:
         assert self._writer is not None, "use ShardWriter as a context manager"
         self._writer.write({"__key__": key, VIDEO_EXT: video,
                             META_EXT: json.dumps(meta, sort_keys=True).encode("utf-8")})
-        self.samples += 1
-        self.bytes += len(video)
 
     def commit(self, stats: dict[str, Any]) -> None:
         assert self._writer is not None and self._handle is not None
