@@ -18,6 +18,7 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import ErrorRow, StageError
 from pipeline.manifest import VideoEntry
 from pipeline.shards import ShardWriter
+from pipeline.staging import local_copy
 from pipeline.subtitles import Cue, clip_subtitle, load_subtitles
 from pipeline.transcode import ProbeInfo, TranscodeSpec, probe_video, transcode_clip
 from vipstream.schema import clip_key, shard_stem
@@ -98,22 +99,31 @@ def _clip_meta(entry: VideoEntry, clip: PlannedClip, text: str, out) -> dict[str
 
 def _build_video(entry: VideoEntry, shard: int, cfg: PipelineConfig, spec: TranscodeSpec,
                  writer: ShardWriter, report: ShardReport) -> None:
-    context = {"video_id": entry.video_id, "source": entry.path, "line": entry.line}
     if entry.path is None:
         raise StageError("input", entry.missing_reason or "video file not found")
-    probe = probe_video(entry.path, timeout_s=cfg.probe_timeout_s)
-    if not entry.subtitles:  # every clip would lack text and be dropped: say so, once, here
-        raise StageError("subtitles", "no subtitle file for this video (looked beside it for the same "
-                                      "stem + .vtt/.srt/.json3, e.g. ID.en.vtt): its clips would have no text")
-    cues: list[Cue] = load_subtitles(entry.subtitles)
-    report.video_seconds += probe.duration_s
+    # A remote (fsspec URI) source is copied locally for the time of its cuts: ffmpeg reads local files only.
+    with local_copy(entry.path, cfg.remote_protocols, cfg.max_source_bytes) as video_path:
+        probe = probe_video(video_path, timeout_s=cfg.probe_timeout_s)
+        if not entry.subtitles:  # every clip would lack text and be dropped: say so, once, here
+            raise StageError("subtitles", "no subtitle file for this video (looked beside it for the same "
+                                          "stem + .vtt/.srt/.json3, e.g. ID.en.vtt): its clips would have no text")
+        with local_copy(entry.subtitles, cfg.remote_protocols, cfg.max_source_bytes) as subtitles_path:
+            cues = load_subtitles(subtitles_path)
+        report.video_seconds += probe.duration_s
+        _cut_clips(entry, video_path, probe, cues, shard, cfg, spec, writer, report)
+
+
+def _cut_clips(entry: VideoEntry, video_path: str, probe: ProbeInfo, cues: list[Cue], shard: int,
+               cfg: PipelineConfig, spec: TranscodeSpec, writer: ShardWriter, report: ShardReport) -> None:
+    """Plan, transcode and write the clips of one probed video; a failed clip is an error row."""
+    context = {"video_id": entry.video_id, "source": entry.path, "line": entry.line}
     for clip in _plan(entry, cues, probe, cfg, report):
         text = clip_subtitle(cues, clip.span.start_s, clip.span.end_s)
         if not text:
             report.clips_without_text += 1
             continue
         try:
-            out = transcode_clip(entry.path, clip.span.start_s, clip.span.end_s, spec, probe)
+            out = transcode_clip(video_path, clip.span.start_s, clip.span.end_s, spec, probe)
         except StageError as exc:
             report.clips_failed += 1
             report.fail(exc.to_row(**context, clip_id=clip.clip_id))

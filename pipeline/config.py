@@ -29,6 +29,11 @@ class PipelineConfig:
     ffmpeg_threads: int = _f(1, "threads per ffmpeg process (Ray runs one task per CPU)")
     clip_timeout_s: float = _f(120.0, "kill an ffmpeg cut that runs longer than this")
     probe_timeout_s: float = _f(30.0, "kill an ffprobe that runs longer than this")
+    # Remote sources (manifest paths that are fsspec URIs) are copied locally before ffmpeg.
+    remote_protocols: tuple[str, ...] = _f(("s3", "gs", "gcs", "abfs", "az", "hdfs", "file"),
+                                           "fsspec protocols a manifest path may use (http(s) is off: "
+                                           "a manifest from the web must not make workers fetch URLs)")
+    max_source_bytes: int = _f(50 * 1024 ** 3, "largest remote source copied locally, bytes")
     # Ray
     cpus_per_task: float = _f(1.0, "CPUs Ray reserves per shard task")
     max_task_retries: int = _f(2, "Ray retries of a shard task whose worker died")

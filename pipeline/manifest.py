@@ -23,6 +23,7 @@ from typing import Any, Iterator
 import pyarrow.parquet as pq
 
 from pipeline.errors import ErrorRow, StageError
+from pipeline.staging import uri_protocol
 from vipstream.schema import sanitize_id
 
 VIDEO_SUFFIXES = frozenset({
@@ -73,10 +74,6 @@ class ManifestReadResult:
     entries: list[VideoEntry] = field(default_factory=list)
     errors: list[ErrorRow] = field(default_factory=list)
     form: str = ""
-
-
-def _is_remote(path: str) -> bool:
-    return "://" in path or path.startswith(("http:", "https:", "rtmp:", "ftp:"))
 
 
 def _subtitle_beside(video: Path) -> str | None:
@@ -130,6 +127,14 @@ class _VideoIndex:
         return (known or matches or [None])[0]
 
 
+def _resolve(path: str, base_dir: Path) -> str:
+    """A manifest path: URIs (s3://...) as they are, fetched later by the shard task (their
+    protocol checked against `remote_protocols`); local paths relative to the manifest."""
+    if uri_protocol(path) is not None or os.path.isabs(path):
+        return path
+    return str(base_dir / path)
+
+
 def _parse_clips(raw: Any, video_id: str) -> tuple[GivenClip, ...] | None:
     if raw is None:
         return None
@@ -160,18 +165,13 @@ def _entry_from_record(record: Any, line: int, base_dir: Path, video_index: _Vid
     clips = _parse_clips(record.get("clips", record.get("clip")), video_id)
     raw_path = record.get("path")
     if raw_path:  # our manifest form
-        raw_path = str(raw_path)
-        if _is_remote(raw_path):
-            return VideoEntry(video_id, None, None, clips, line,
-                              missing_reason=f"remote path {raw_path!r} refused: only local files are read")
-        path = Path(raw_path) if os.path.isabs(raw_path) else base_dir / raw_path
+        path = _resolve(str(raw_path), base_dir)
         subtitles = record.get("subtitles")
         if subtitles:
-            sub = str(subtitles)
-            subtitles = sub if os.path.isabs(sub) else str(base_dir / sub)
-        else:
-            subtitles = _subtitle_beside(path)
-        return VideoEntry(video_id, str(path), subtitles, clips, line)
+            subtitles = _resolve(str(subtitles), base_dir)
+        elif uri_protocol(path) is None:
+            subtitles = _subtitle_beside(Path(path))
+        return VideoEntry(video_id, path, subtitles, clips, line)
     # HD-VILA form: find the file by id under the video root.
     found = video_index.find(video_id)
     if found is None:

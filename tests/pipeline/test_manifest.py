@@ -122,14 +122,14 @@ def test_duplicate_video_id_keeps_the_first_and_reports_the_second(tmp_path):
     assert all("duplicate video_id" in e.reason and "line 1" in e.reason for e in result.errors)
 
 
-def test_remote_urls_are_refused_and_no_path_is_built_from_an_id(tmp_path):
+def test_uris_are_kept_for_the_shard_task_and_no_path_is_built_from_an_id(tmp_path):
     _touch(tmp_path / "videos" / "safe.mp4")
     meta = _write_jsonl(tmp_path / "m.jsonl", [
         {"video_id": "remote", "path": "http://example.com/v.mp4"},
         {"video_id": "../videos/safe", "url": "u"},
     ])
     remote, traversal = read_manifest(meta, video_root=tmp_path / "videos").entries
-    assert remote.path is None and "only local files" in remote.missing_reason
+    assert remote.path == "http://example.com/v.mp4" and remote.subtitles is None  # checked when fetched
     assert traversal.path is None  # ids are matched against a listing, never joined into a path
 
 
