@@ -22,7 +22,6 @@ import json
 import logging
 import re
 import time
-from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from pipeline.atomic import remove_temporaries, write_json_atomic
 from pipeline.caption import CaptionerConfig, CaptionerLoadError, check_captioner, resolve_captioner_id
 from pipeline.caption_sidecars import SidecarWriter
 from pipeline.caption_stages import CaptionerActor, read_and_decode_shard
+from pipeline.errors import failure_counts
 from vipstream.config import ConfigError, config_to_dict
 from vipstream.errors import JobError
 from vipstream.schema import SHARDS_DIRNAME, caption_sidecar_path, captions_dir, shard_stats_path, shard_stem
@@ -243,8 +243,7 @@ def run_caption_job(out_dir: str | Path, cfg: CaptionerConfig, ray_address: str 
 
 def _summarise(out_dir: Path, captioner_id: str, cfg: CaptionerConfig, finished: list, unfinished: list,
                skipped: int, writer: SidecarWriter, job_s: float, wall_s: float) -> dict[str, Any]:
-    by_stage = Counter(e["stage"] for e in writer.errors)
-    by_reason = Counter(f"{e['stage']}: {e['reason'][:80]}" for e in writer.errors)
+    by_stage, by_reason = failure_counts(writer.errors)
     return {
         "output": str(out_dir),
         "captioner_id": captioner_id,
@@ -257,8 +256,8 @@ def _summarise(out_dir: Path, captioner_id: str, cfg: CaptionerConfig, finished:
         "shards_failed": len(writer.failed),
         "captions": writer.captions,
         "errors": len(writer.errors),
-        "errors_by_stage": dict(by_stage),
-        "errors_by_reason": dict(by_reason.most_common(10)),
+        "errors_by_stage": by_stage,
+        "errors_by_reason": by_reason,
         "captions_per_s": round(writer.captions / job_s, 3) if job_s > 0 else None,
         "job_s": round(job_s, 3),
         "wall_s": round(wall_s, 3),

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 
 from pipeline.atomic import write_parquet_atomic
 from pipeline.caption_stages import SAMPLE, SHARD_ERROR
-from pipeline.errors import ErrorRow
-from vipstream.schema import (CAPTION_COLUMNS, ERROR_COLUMNS, ERRORS_FILENAME, SHARDS_DIRNAME,
+from pipeline.errors import ERROR_TABLE_SCHEMA, ErrorRow
+from vipstream.schema import (CAPTION_COLUMNS, ERRORS_FILENAME, SHARDS_DIRNAME,
                               caption_sidecar_path, captions_dir, shard_stem)
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,6 @@ CAPTION_SCHEMA = pa.schema([
     ("frame_time_s", pa.float64()), ("captioner", pa.string()),
     ("created", pa.timestamp("us", tz="UTC")),
 ])
-ERRORS_SCHEMA = pa.schema([(c, pa.int64() if c == "line" else pa.string()) for c in ERROR_COLUMNS])
 assert tuple(CAPTION_SCHEMA.names) == CAPTION_COLUMNS
 
 
@@ -114,7 +113,7 @@ class SidecarWriter:
         if not errors and len(kept) == len(self._all_errors) and self.errors_path.exists():
             return
         self._all_errors = kept + errors
-        write_parquet_atomic(pa.Table.from_pylist(self._all_errors, schema=ERRORS_SCHEMA), self.errors_path)
+        write_parquet_atomic(pa.Table.from_pylist(self._all_errors, schema=ERROR_TABLE_SCHEMA), self.errors_path)
 
 
 def read_error_rows(path: Path) -> list[dict[str, Any]]:

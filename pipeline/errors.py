@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Iterable
+
+import pyarrow as pa
+
+from vipstream.schema import ERROR_COLUMNS
+
+#: errors.parquet of a build and of a captioner: one schema, so the two tables read alike.
+ERROR_TABLE_SCHEMA = pa.schema([(c, pa.int64() if c == "line" else pa.string()) for c in ERROR_COLUMNS])
 
 
 class StageError(Exception):
@@ -48,3 +56,11 @@ class ErrorRow:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def failure_counts(errors: Iterable[dict[str, Any]], top: int = 10) -> tuple[dict[str, int], dict[str, int]]:
+    """Job summaries' failure tallies: ({stage: n}, {"stage: reason" (first 80 chars): n}, top only)."""
+    errors = list(errors)
+    by_stage = Counter(e["stage"] for e in errors)
+    by_reason = Counter(f"{e['stage']}: {e['reason'][:80]}" for e in errors)
+    return dict(by_stage), dict(by_reason.most_common(top))

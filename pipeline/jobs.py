@@ -15,22 +15,22 @@ import logging
 import os
 import shutil
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 from tqdm import tqdm
 
+from pipeline.atomic import write_json_atomic, write_parquet_atomic
 from pipeline.build_shard import build_shard
 from pipeline.config import PipelineConfig
+from pipeline.errors import ERROR_TABLE_SCHEMA, failure_counts
 from pipeline.manifest import VideoEntry, read_manifest
 from pipeline.ray_session import ray_session
-from pipeline.atomic import write_json_atomic, write_parquet_atomic
 from pipeline.shards import read_stats, remove_stale_temporaries
 from vipstream.config import ConfigError, config_to_dict, save_config
 from vipstream.errors import JobError
-from vipstream.schema import (CAPTIONS_DIRNAME, ERROR_COLUMNS, ERRORS_FILENAME, MANIFEST_COLUMNS, MANIFEST_FILENAME,
+from vipstream.schema import (CAPTIONS_DIRNAME, ERRORS_FILENAME, MANIFEST_COLUMNS, MANIFEST_FILENAME,
                               SHARDS_DIRNAME, SUMMARY_FILENAME)
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,6 @@ _MANIFEST_SCHEMA = pa.schema([
     ("subtitle", pa.string()), ("duration", pa.float64()), ("fps", pa.float64()),
     ("width", pa.int32()), ("height", pa.int32()), ("num_frames", pa.int32()), ("bytes", pa.int64()),
 ])
-_ERRORS_SCHEMA = pa.schema([(c, pa.int64() if c == "line" else pa.string()) for c in ERROR_COLUMNS])
 assert tuple(_MANIFEST_SCHEMA.names) == MANIFEST_COLUMNS
 
 
@@ -158,8 +157,7 @@ def _write_table(rows: list[dict[str, Any]], schema: pa.Schema, path: Path) -> N
 
 def _summarise(all_stats: list[dict[str, Any]], errors: list[dict[str, Any]], num_entries: int,
                skipped: int, wall_s: float, out_dir: Path) -> dict[str, Any]:
-    by_stage = Counter(e["stage"] for e in errors)
-    by_reason = Counter(f"{e['stage']}: {e['reason'][:80]}" for e in errors)
+    by_stage, by_reason = failure_counts(errors)
     return {
         "output": str(out_dir),
         "videos": num_entries,
@@ -174,8 +172,8 @@ def _summarise(all_stats: list[dict[str, Any]], errors: list[dict[str, Any]], nu
         "bytes": sum(s["bytes"] for s in all_stats),
         "shards": len(all_stats),
         "shards_skipped_as_finished": skipped,
-        "failures_by_stage": dict(by_stage),
-        "failures_by_reason": dict(by_reason.most_common(10)),
+        "failures_by_stage": by_stage,
+        "failures_by_reason": by_reason,
         "wall_s": round(wall_s, 2),
     }
 
@@ -216,7 +214,7 @@ def run_build(input_path: str | Path, out_dir: str | Path, cfg: PipelineConfig, 
     rows = [row for stats in all_stats for row in stats["rows"]]
     errors = [e.as_dict() for e in listing.errors] + [e for s in all_stats for e in s["errors"]]
     _write_table(rows, _MANIFEST_SCHEMA, out_dir / MANIFEST_FILENAME)
-    _write_table(errors, _ERRORS_SCHEMA, out_dir / ERRORS_FILENAME)
+    _write_table(errors, ERROR_TABLE_SCHEMA, out_dir / ERRORS_FILENAME)
     summary = _summarise(all_stats, errors, len(listing.entries) + sum(
         1 for e in listing.errors if e.video_id), skipped, time.perf_counter() - started, out_dir)
     summary["config"] = config_to_dict(cfg)
