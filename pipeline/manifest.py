@@ -13,6 +13,7 @@ row carrying its line number; the rest of the manifest is read.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -105,11 +106,19 @@ def _subtitle_beside(video: Path) -> str | None:
 
 
 class _VideoIndex:
-    """Video files under a root, by stem: built once so lookups never build paths from ids."""
+    """Video files under a root, by stem: built once so lookups never build paths from ids.
+
+    Listed on the first lookup only: a manifest of our own form (with paths) never pays for
+    listing (and stat-ing) a folder that may hold a whole corpus.
+    """
 
     def __init__(self, root: Path):
         self.root = root
-        self.by_stem: dict[str, list[Path]] = {}
+
+    @functools.cached_property
+    def by_stem(self) -> dict[str, list[Path]]:
+        root = self.root
+        by_stem: dict[str, list[Path]] = {}
         try:
             names = sorted(os.listdir(root))
         except OSError:
@@ -119,7 +128,8 @@ class _VideoIndex:
             suffix = path.suffix.lower()
             if suffix in _NOT_VIDEO_SUFFIXES or not path.is_file():
                 continue
-            self.by_stem.setdefault(name[: -len(path.suffix)] if path.suffix else name, []).append(path)
+            by_stem.setdefault(name[: -len(path.suffix)] if path.suffix else name, []).append(path)
+        return by_stem
 
     def find(self, video_id: str) -> Path | None:
         matches = self.by_stem.get(video_id, [])
