@@ -37,6 +37,9 @@ MAX_LOG_LOGIT_SCALE = math.log(200.0)
 
 VARIANT_ALIASES = {"ocl": "joint+fc"}
 _TERMS = ("vs", "vc", "joint", "fc")
+#: Names of the logged loss terms (`return_terms`): text->video, video->text (joint: softmax over
+#: both text sources), frame<->caption, and InfoNCE's two directions.
+TERM_NAMES = ("s2v", "c2v", "v2s", "v2c", "v2s_joint", "v2c_joint", "f2c", "c2f", "v2t", "t2v")
 
 
 @dataclass(frozen=True)
@@ -139,9 +142,11 @@ def ocl_loss(
     logit_scale: torch.Tensor,
     variant: str = "ocl",
     local_loss: bool = False,
-) -> torch.Tensor:
+    return_terms: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The OCL loss (or an ablation variant) of one step; a 0-dim tensor, same on every rank
-    unless `local_loss`.
+    unless `local_loss`. With `return_terms`, `(loss, {term name: 0-dim term})` (names in
+    `TERM_NAMES`, only the variant's terms; the loss is their sum), for logging.
 
     Args:
         video: `[b, D]` L2-normalised video features of this rank.
@@ -166,35 +171,41 @@ def ocl_loss(
     all_caption = gather_features(caption) if needs["caption"] else None
     batch = _batch(video.shape[0], all_video.shape[0], local_loss, video.device)
 
-    losses = []
+    losses: dict[str, torch.Tensor] = {}
     if terms.video_subtitle or terms.joint:
-        losses.append(_ce(all_subtitle, all_video, logit_scale, batch))  # S->V
+        losses["s2v"] = _ce(all_subtitle, all_video, logit_scale, batch)
     if terms.video_caption or terms.joint:
-        losses.append(_ce(all_caption, all_video, logit_scale, batch))  # C->V
+        losses["c2v"] = _ce(all_caption, all_video, logit_scale, batch)
     if terms.video_subtitle:
-        losses.append(_ce(all_video, all_subtitle, logit_scale, batch))  # V->S
+        losses["v2s"] = _ce(all_video, all_subtitle, logit_scale, batch)
     if terms.video_caption:
-        losses.append(_ce(all_video, all_caption, logit_scale, batch))  # V->C
+        losses["v2c"] = _ce(all_video, all_caption, logit_scale, batch)
     if terms.joint:
-        losses.append(_ce_joint(all_video, all_subtitle, all_caption, logit_scale, batch))  # V->S joint
-        losses.append(_ce_joint(all_video, all_caption, all_subtitle, logit_scale, batch))  # V->C joint
+        losses["v2s_joint"] = _ce_joint(all_video, all_subtitle, all_caption, logit_scale, batch)
+        losses["v2c_joint"] = _ce_joint(all_video, all_caption, all_subtitle, logit_scale, batch)
     if terms.frame_caption:
         all_frame = gather_features(frame)
-        losses.append(_ce(all_frame, all_caption, logit_scale, batch))  # F->C
-        losses.append(_ce(all_caption, all_frame, logit_scale, batch))  # C->F
-    return sum(losses[1:], losses[0])
+        losses["f2c"] = _ce(all_frame, all_caption, logit_scale, batch)
+        losses["c2f"] = _ce(all_caption, all_frame, logit_scale, batch)
+    values = list(losses.values())
+    total = sum(values[1:], values[0])
+    return (total, losses) if return_terms else total
 
 
 def infonce_loss(video: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
-                 local_loss: bool = False) -> torch.Tensor:
+                 local_loss: bool = False, return_terms: bool = False
+                 ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Symmetric InfoNCE for fine-tuning: CE(V->T) + CE(T->V) over the gathered batch.
 
     Summed, not averaged, as the OCL terms are (the "vs" variant is this loss on subtitles).
     video, text: `[b, D]` L2-normalised; logit_scale: 0-dim clamped multiplier.
+    With `return_terms`, `(loss, {"v2t": ..., "t2v": ...})`.
     """
     all_video, all_text = gather_features(video), gather_features(text)
     batch = _batch(video.shape[0], all_video.shape[0], local_loss, video.device)
-    return _ce(all_video, all_text, logit_scale, batch) + _ce(all_text, all_video, logit_scale, batch)
+    losses = {"v2t": _ce(all_video, all_text, logit_scale, batch), "t2v": _ce(all_text, all_video, logit_scale, batch)}
+    total = losses["v2t"] + losses["t2v"]
+    return (total, losses) if return_terms else total
 
 
 class OCLLoss(torch.nn.Module):
@@ -207,6 +218,7 @@ class OCLLoss(torch.nn.Module):
         self.local_loss = local_loss
 
     def forward(self, video: torch.Tensor, subtitle: torch.Tensor | None, caption: torch.Tensor | None,
-                frame: torch.Tensor | None, logit_scale: torch.Tensor) -> torch.Tensor:
+                frame: torch.Tensor | None, logit_scale: torch.Tensor, return_terms: bool = False):
         """See `ocl_loss`."""
-        return ocl_loss(video, subtitle, caption, frame, logit_scale, self.variant, self.local_loss)
+        return ocl_loss(video, subtitle, caption, frame, logit_scale, self.variant, self.local_loss,
+                        return_terms=return_terms)

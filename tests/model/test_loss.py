@@ -48,6 +48,21 @@ def test_infonce_is_the_symmetric_video_text_loss():
     torch.testing.assert_close(infonce_loss(video, text, scale), ocl_loss(video, text, None, None, scale, "vs"))
 
 
+@pytest.mark.parametrize("variant, names", [
+    ("ocl", {"s2v", "c2v", "v2s_joint", "v2c_joint", "f2c", "c2f"}), ("vs", {"s2v", "v2s"}),
+    ("vc+fc", {"c2v", "v2c", "f2c", "c2f"}), ("vs+vc", {"s2v", "c2v", "v2s", "v2c"})])
+def test_returned_terms_are_the_variants_terms_and_sum_to_the_loss(variant, names):
+    feats = unit_features(4, 8, seed=6)
+    scale = torch.tensor(SCALE, dtype=torch.float64)
+    loss, terms = ocl_loss(*feats, scale, variant, return_terms=True)
+    assert set(terms) == names
+    torch.testing.assert_close(sum(terms.values()), loss)
+    torch.testing.assert_close(loss, ocl_loss(*feats, scale, variant))
+    loss, terms = infonce_loss(feats[0], feats[1], scale, return_terms=True)
+    assert set(terms) == {"v2t", "t2v"}
+    torch.testing.assert_close(terms["v2t"] + terms["t2v"], loss)
+
+
 def test_local_loss_on_one_process_equals_the_global_loss():
     feats = unit_features(4, 8, seed=4)
     scale = torch.tensor(SCALE, dtype=torch.float64)
