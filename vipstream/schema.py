@@ -40,6 +40,14 @@ ERROR_COLUMNS = ("video_id", "clip_id", "stage", "reason", "source", "line")
 #: Columns of a caption sidecar OUT/captions/{captioner_id}/{shard:06d}.parquet.
 CAPTION_COLUMNS = ("key", "caption", "frame_index", "frame_time_s", "captioner", "created")
 
+#: Field of a retrieval set's clip `json`: its reference sentences, a list of strings.
+CLIP_CAPTIONS_FIELD = "captions"
+
+#: File names in OUT/shards/: `{shard:06d}.tar` and its commit marker `{shard:06d}.stats.json`.
+SHARD_TAR_NAME = re.compile(r"^(\d{6})\.tar$")
+SHARD_STATS_SUFFIX = ".stats.json"
+CAPTION_SIDECAR_SUFFIX = ".parquet"
+
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -68,7 +76,7 @@ def shard_tar_path(out_dir: str | Path, shard_index: int) -> Path:
 
 def shard_stats_path(out_dir: str | Path, shard_index: int) -> Path:
     """The commit marker of a shard: a tar without this file is unfinished and is redone."""
-    return Path(out_dir) / SHARDS_DIRNAME / f"{shard_stem(shard_index)}.stats.json"
+    return Path(out_dir) / SHARDS_DIRNAME / f"{shard_stem(shard_index)}{SHARD_STATS_SUFFIX}"
 
 
 def captions_dir(out_dir: str | Path, captioner_id: str) -> Path:
@@ -76,7 +84,7 @@ def captions_dir(out_dir: str | Path, captioner_id: str) -> Path:
 
 
 def caption_sidecar_path(out_dir: str | Path, captioner_id: str, shard_index: int) -> Path:
-    return captions_dir(out_dir, captioner_id) / f"{shard_stem(shard_index)}.parquet"
+    return captions_dir(out_dir, captioner_id) / f"{shard_stem(shard_index)}{CAPTION_SIDECAR_SUFFIX}"
 
 
 def middle_frame_index(num_frames: int) -> int:
