@@ -1,0 +1,86 @@
+"""`Batch`: what the trainer and evaluation receive, and `collate`, which builds it in the worker.
+
+Shapes (B clips, T frames, S the processor's crop size, L = max_text_length):
+video [B, T, 3, S, S], frame [B, 3, S, S] (the middle frame F), token ids and masks [B, L] long.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+import torch
+
+from train.data.text import Texts, tokenize
+
+
+@dataclass
+class Batch:
+    video: torch.Tensor                       # [B, T, 3, S, S] float32 | bfloat16
+    frame: torch.Tensor                       # [B, 3, S, S]   the middle frame F of each clip
+    keys: list[str]
+    has_caption: torch.Tensor                 # [B] bool: a real caption row (not a fallback)
+    subtitle_ids: torch.Tensor | None = None  # [B, L] long (text_source subtitle, both)
+    subtitle_mask: torch.Tensor | None = None
+    caption_ids: torch.Tensor | None = None   # [B, L] long (text_source caption, both)
+    caption_mask: torch.Tensor | None = None
+    text_ids: torch.Tensor | None = None      # [B, L] long (text_source mixed, annotation)
+    text_mask: torch.Tensor | None = None
+    text_is_caption: torch.Tensor | None = None  # [B] bool (mixed, annotation)
+    captions: list[list[str]] | None = None   # the json's reference sentences (retrieval sets)
+    counts: dict[str, int] = dataclasses.field(default_factory=dict)  # skips since this worker's last batch
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _map(self, fn) -> "Batch":
+        changes = {f.name: fn(getattr(self, f.name)) for f in dataclasses.fields(self)
+                   if isinstance(getattr(self, f.name), torch.Tensor)}
+        return dataclasses.replace(self, **changes)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        """A copy with every tensor on `device`."""
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "Batch":
+        """Called by the DataLoader's pin-memory thread (pin_memory=True)."""
+        return self._map(lambda t: t.pin_memory())
+
+
+@dataclass(frozen=True)
+class ClipSample:
+    """One decoded, preprocessed clip on its way to a batch."""
+
+    key: str
+    video: torch.Tensor   # [T, 3, S, S]
+    frame: torch.Tensor   # [3, S, S]
+    texts: Texts
+
+
+def collate(samples: list[ClipSample], text_source: str, tokenizer, max_length: int,
+            counts: dict[str, int]) -> Batch:
+    """Stack clips and tokenise each text field in one batched tokenizer call per field."""
+    texts = [s.texts for s in samples]
+
+    def tokens(values: list[str | None]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if any(v is None for v in values):
+            return None, None
+        return tokenize(tokenizer, values, max_length)
+
+    subtitle_ids, subtitle_mask = tokens([t.subtitle for t in texts]) if text_source in ("subtitle", "both") else (None, None)
+    caption_ids, caption_mask = tokens([t.caption for t in texts]) if text_source in ("caption", "both") else (None, None)
+    text_ids = text_mask = text_is_caption = None
+    if text_source in ("mixed", "annotation"):
+        text_ids, text_mask = tokens([t.text for t in texts])
+        text_is_caption = torch.tensor([t.text_is_caption for t in texts], dtype=torch.bool)
+    captions = [t.captions or [] for t in texts]
+    return Batch(
+        video=torch.stack([s.video for s in samples]),
+        frame=torch.stack([s.frame for s in samples]),
+        keys=[s.key for s in samples],
+        has_caption=torch.tensor([t.has_caption for t in texts], dtype=torch.bool),
+        subtitle_ids=subtitle_ids, subtitle_mask=subtitle_mask,
+        caption_ids=caption_ids, caption_mask=caption_mask,
+        text_ids=text_ids, text_mask=text_mask, text_is_caption=text_is_caption,
+        captions=captions if any(captions) else None,
+        counts=dict(counts),
+    )

@@ -1,0 +1,81 @@
+"""Which frames of a clip the model sees, and decoding exactly those with decord.
+
+Frame rules (DESIGN.md section 1, from the CLIP-ViP reference), for a clip of n decoded frames
+and T = num_frames:
+- eval: `linspace(0, n-1, T)` rounded;
+- train: `linspace(start, end, T)` rounded, start drawn from [0, n/(T-1)] and end from
+  [n-1-n/(T-1), n-1] (n/11 at T=12), so each epoch sees slightly shifted frames.
+Clips shorter than T frames repeat frames (the rounded linspace repeats indices).
+The middle frame F is `schema.middle_frame_index(n)`: the frame the captioner saw.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from vipstream.schema import middle_frame_index
+
+
+def eval_frame_indices(num_decoded: int, num_frames: int) -> np.ndarray:
+    """[T] int64 indices `linspace(0, n-1, T)` rounded."""
+    if num_decoded <= 0:
+        raise ValueError(f"a clip needs at least one frame, found {num_decoded}")
+    return np.rint(np.linspace(0, num_decoded - 1, num_frames)).astype(np.int64)
+
+
+def train_frame_bounds(num_decoded: int, num_frames: int) -> tuple[int, int]:
+    """Largest start jitter and smallest end of the train rule: start in [0, J], end in [n-1-J, n-1]."""
+    jitter = int(num_decoded / max(num_frames - 1, 1))
+    jitter = min(jitter, (num_decoded - 1) // 2)  # start never passes the end
+    return jitter, num_decoded - 1 - jitter
+
+
+def train_frame_indices(num_decoded: int, num_frames: int, rng: np.random.Generator) -> np.ndarray:
+    """[T] int64 indices `linspace(start, end, T)` rounded, start/end drawn within the bounds."""
+    if num_decoded <= 0:
+        raise ValueError(f"a clip needs at least one frame, found {num_decoded}")
+    max_start, min_end = train_frame_bounds(num_decoded, num_frames)
+    start = int(rng.integers(0, max_start + 1))
+    end = int(rng.integers(min_end, num_decoded))
+    return np.rint(np.linspace(start, end, num_frames)).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class DecodedClip:
+    """frames [T, H, W, 3] uint8 RGB at the chosen indices, middle [H, W, 3] uint8 (frame F)."""
+
+    frames: np.ndarray
+    middle: np.ndarray
+    num_decoded: int
+    middle_index: int
+
+
+def decode_clip(mp4: bytes, num_frames: int, rng: np.random.Generator | None, *,
+                threads: int = 1) -> DecodedClip:
+    """Decode only the needed frames of an in-memory mp4 (no temp file): the T chosen by the
+    train rule (`rng` given) or the eval rule (`rng` None), plus the middle frame, in one
+    `get_batch`. Raises on an undecodable clip (the caller counts it).
+
+    The reader is dropped before returning: decord's memory grows when readers live on after
+    `get_batch` (its issues #197/#208).
+    """
+    import decord
+
+    reader = decord.VideoReader(io.BytesIO(mp4), ctx=decord.cpu(0), num_threads=threads)
+    try:
+        num_decoded = len(reader)
+        if num_decoded <= 0:
+            raise ValueError("the clip decodes to 0 frames")
+        indices = (eval_frame_indices(num_decoded, num_frames) if rng is None
+                   else train_frame_indices(num_decoded, num_frames, rng))
+        middle = middle_frame_index(num_decoded)
+        wanted = np.unique(np.append(indices, middle))
+        batch = reader.get_batch(wanted.tolist()).asnumpy()  # [K, H, W, 3] uint8
+    finally:
+        del reader
+    position = {int(index): row for row, index in enumerate(wanted)}
+    frames = batch[[position[int(i)] for i in indices]]
+    return DecodedClip(frames, batch[position[middle]], num_decoded, middle)

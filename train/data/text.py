@@ -1,0 +1,170 @@
+"""Texts of a clip: the subtitle from its json, the caption from the chosen captioner's sidecar
+(joined by key, loaded per shard by the worker reading that shard), the choice among them for the
+configured `text_source`, and CLIP tokenisation.
+
+Text choice happens before the sample shuffle and before decoding, so a clip skipped for a
+missing caption is skipped the same way when a resumed run fast-forwards without decoding.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+import torch
+
+from train.data.config import TrainDataConfig
+from train.data.members import SkipCounts
+from train.data.seeding import sample_rng
+from train.data.sources import sidecar_url
+from vipstream.schema import CLIP_CAPTIONS_FIELD
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sidecar join
+
+
+def load_sidecar(url: str) -> dict[str, tuple[str, int]]:
+    """key -> (caption, frame_index) of one sidecar parquet (local path or fsspec URL).
+
+    A shard not captioned yet has no sidecar: an empty mapping (its clips fall back or are skipped).
+    """
+    import fsspec
+    import pyarrow.parquet as pq
+
+    try:
+        with fsspec.open(url, "rb") as handle:
+            table = pq.read_table(handle, columns=["key", "caption", "frame_index"])
+    except FileNotFoundError:
+        log.warning("no caption sidecar %s: its shard's clips have no caption", url)
+        return {}
+    rows = table.to_pydict()
+    return {key: (caption, int(index)) for key, caption, index
+            in zip(rows["key"], rows["caption"], rows["frame_index"])
+            if isinstance(caption, str) and caption.strip()}
+
+
+def join_captions(samples: Iterable[dict[str, Any]], cfg: TrainDataConfig) -> Iterator[dict[str, Any]]:
+    """Stage: add `caption` (str | None) and `caption_frame_index` (int | None) to each sample.
+
+    Samples arrive grouped by shard (this runs before the shuffle), so one sidecar is held at a time.
+    """
+    current_url, rows = None, {}
+    for sample in samples:
+        if sample["url"] != current_url:
+            current_url = sample["url"]
+            rows = load_sidecar(sidecar_url(current_url, cfg.captioner_id, cfg.captions_root))
+        caption, frame_index = rows.get(sample["key"], (None, None))
+        sample["caption"], sample["caption_frame_index"] = caption, frame_index
+        yield sample
+
+
+# ---------------------------------------------------------------------------------------------
+# Text choice
+
+
+@dataclass(frozen=True)
+class Texts:
+    """What one clip contributes to its batch (None: this text source has no such text)."""
+
+    subtitle: str | None
+    caption: str | None
+    has_caption: bool           # a real caption row exists (False: fallback or not read)
+    text: str | None            # mixed / annotation: the pair's one text
+    text_is_caption: bool       # mixed: `text` is the caption
+    captions: list[str] | None  # the json's reference sentences (retrieval sets)
+
+
+def _clean(text: Any) -> str | None:
+    return text.strip() if isinstance(text, str) and text.strip() else None
+
+
+def _annotations(meta: dict[str, Any]) -> list[str] | None:
+    captions = meta.get(CLIP_CAPTIONS_FIELD)
+    if not isinstance(captions, list):
+        return None
+    cleaned = [c.strip() for c in captions if isinstance(c, str) and c.strip()]
+    return cleaned or None
+
+
+def choose_texts(sample: dict[str, Any], cfg: TrainDataConfig, seed: int, counts: SkipCounts) -> Texts | None:
+    """The texts of one sample for `cfg.text_source`, or None (counted) when it must be skipped.
+
+    A missing caption falls back to the subtitle (counted `caption_fallback`, has_caption False)
+    or skips the clip (`missing_caption`, with missing_caption=skip); a missing subtitle falls
+    back to the caption (`subtitle_fallback`); a clip with neither is skipped (`missing_text`).
+    """
+    source = cfg.text_source
+    subtitle, caption = _clean(sample["meta"].get("subtitle")), _clean(sample.get("caption"))
+    captions = _annotations(sample["meta"])
+    has_caption = caption is not None
+    epoch, key = sample["epoch"], sample["key"]
+
+    if source == "annotation":
+        if captions is None:
+            counts["missing_text"] += 1
+            return None
+        pick = int(sample_rng(seed, epoch, key, "annotation").integers(len(captions)))
+        return Texts(None, None, False, captions[pick], False, captions)
+
+    if source == "subtitle":
+        if subtitle is None:
+            counts["missing_text"] += 1
+            return None
+        return Texts(subtitle, None, has_caption, None, False, captions)
+
+    if subtitle is None and caption is None:
+        counts["missing_text"] += 1
+        return None
+    wants_caption = source in ("caption", "both") or (
+        source == "mixed" and sample_rng(seed, epoch, key, "mixed").random() < cfg.caption_ratio)
+    if wants_caption and caption is None:
+        if cfg.missing_caption == "skip":
+            counts["missing_caption"] += 1
+            return None
+        counts["caption_fallback"] += 1
+        caption = subtitle
+    if subtitle is None and (source == "both" or (source == "mixed" and not wants_caption)):
+        counts["subtitle_fallback"] += 1
+        subtitle = caption
+        wants_caption = source == "mixed" or wants_caption
+    if source == "caption":
+        return Texts(None, caption, has_caption, None, False, captions)
+    if source == "both":
+        return Texts(subtitle, caption, has_caption, None, False, captions)
+    # mixed: the pair's one text; text_is_caption says which it really is after any fallback
+    if wants_caption:
+        return Texts(None, None, has_caption, caption, has_caption, captions)
+    return Texts(None, None, has_caption, subtitle, False, captions)
+
+
+def attach_texts(samples: Iterable[dict[str, Any]], cfg: TrainDataConfig, seed: int,
+                 counts: SkipCounts) -> Iterator[dict[str, Any]]:
+    """Stage: add `texts` (a Texts) to each sample, dropping the ones `choose_texts` skips."""
+    for sample in samples:
+        texts = choose_texts(sample, cfg, seed, counts)
+        if texts is not None:
+            sample["texts"] = texts
+            yield sample
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenisation
+
+
+def load_tokenizer(processor_dir: str):
+    """The checkpoint's CLIP tokenizer (fast: Rust BPE, batched)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(processor_dir, use_fast=True)
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`texts` -> (ids [B, L] long, mask [B, L] long), L = max_length. Long texts are truncated
+    and keep their end token (CLIP pools the text feature at it); short ones are padded."""
+    encoded = tokenizer(texts, max_length=max_length, truncation=True, padding="max_length",
+                        return_tensors="pt")
+    return encoded["input_ids"].long(), encoded["attention_mask"].long()
