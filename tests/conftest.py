@@ -60,6 +60,35 @@ def tiny_vit_gpt2(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def stand_in_clip(tmp_path_factory) -> Path:
+    """A tiny random CLIP checkpoint folder (weights, real CLIP fast tokenizer, CLIPImageProcessor
+    at 32 px) from tools/stand_in_models.save_tiny_clip: loads like a hub CLIP."""
+    from tools.stand_in_models import save_tiny_clip
+
+    return save_tiny_clip(tmp_path_factory.mktemp("stand_in_clip") / "clip")
+
+
+@pytest.fixture(scope="session")
+def captioned_corpus(built_corpus, tiny_blip, ray_local, tmp_path_factory) -> tuple[Path, str]:
+    """A copy of `built_corpus` captioned by the real `vipstream caption` job (in process, on
+    `ray_local`) with `tiny_blip` under captioner id "tiny-blip": (out_dir, captioner_id).
+
+    A copy, so tests of `built_corpus` still see an output without captions."""
+    import shutil
+
+    from vipstream.cli import main
+
+    source, _ = built_corpus
+    out_dir = tmp_path_factory.mktemp("captioned") / "out"
+    shutil.copytree(source, out_dir)
+    code = main(["caption", "--shards", str(out_dir), "--captioner", str(tiny_blip),
+                 "--captioner-id", "tiny-blip", "--max-new-tokens", "8", "--batch-size", "4",
+                 "--no-progress"])
+    assert code == 0, f"vipstream caption exited {code}"
+    return out_dir, "tiny-blip"
+
+
+@pytest.fixture(scope="session")
 def clip_mp4(tmp_path_factory) -> bytes:
     """One real 2 s clip (3 fps, short side 224) as the corpus builder would store it."""
     from tests.captioning import make_clip_bytes
