@@ -14,7 +14,7 @@ from vipstream.config import ConfigError
 from vipstream.errors import JobError
 
 #: Subcommand modules, in the order `--help` lists them.
-COMMANDS = ("build", "caption", "inspect", "synth", "demo")
+COMMANDS = ("build", "caption", "inspect", "synth", "demo", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
