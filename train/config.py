@@ -50,7 +50,7 @@ class TrainConfig:
     weight_decay: float = _f(0.05, "AdamW weight decay of the decayed group")
     betas: tuple[float, ...] = _f((0.9, 0.98), "AdamW betas (b1,b2)")
     eps: float = _f(1e-8, "AdamW epsilon (torch's default)")
-    warmup_fraction: float = _f(0.01, "fraction of max_steps of linear warm-up, then cosine to 0 (reference: 1%)")
+    warmup_fraction: float = _f(0.01, "fraction of max_steps of linear warm-up, then cosine to 0 (reference: 0.01)")
     max_steps: int = _f(1000, "optimizer steps of the run")
     # The reference sums the six OCL terms and clips the norm of that sum's gradient at 5.0
     # (open_clip averages its two terms); 0 disables clipping (the norm is still logged).

@@ -14,7 +14,7 @@ from vipstream.config import ConfigError
 from vipstream.errors import JobError
 
 #: Subcommand modules, in the order `--help` lists them.
-COMMANDS = ("build", "caption", "inspect", "synth", "demo", "eval")
+COMMANDS = ("build", "caption", "inspect", "synth", "train", "eval", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,69 @@
+"""Checks of a training run's inputs before any process starts, each a ConfigError saying what
+was expected and what was found: a missing data or captions folder, an unknown captioner id
+(listing those present), no finished shard, fewer clips than one step's batch, a missing --init
+folder or validation set, or an output whose checkpoints do not fit (see select_checkpoint).
+
+Remote data (fsspec URLs, `pipe:`) is checked as far as the loader's resolver can list it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from train.checkpoint import select_checkpoint
+from train.config import TrainSetup
+from vipstream.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _is_local(spec: str) -> bool:
+    return "://" not in spec and not spec.startswith("pipe:") and "{" not in spec and "," not in spec
+
+
+def count_clips(shard_urls: list[str]) -> int | None:
+    """Clips in the given local shards, from their stats files ("clips"); None when unknown."""
+    total = 0
+    for url in shard_urls:
+        stats = Path(url[: -len(".tar")] + ".stats.json") if url.endswith(".tar") else None
+        if stats is None or not stats.is_file():
+            return None
+        clips = json.loads(stats.read_text()).get("clips")
+        if not isinstance(clips, int):
+            return None
+        total += clips
+    return total
+
+
+def check_inputs(setup: TrainSetup, output: str | Path, world_size: int, *, resume: bool,
+                 weights_only: bool) -> dict[str, Any]:
+    """Raise ConfigError for input the run cannot train on; returns what was found."""
+    from train.data.config import CAPTION_SOURCES
+    from train.data.sources import check_captions_root, resolve_shards
+
+    data, cfg = setup.data, setup.train
+    spec = str(data.shards)
+    if _is_local(spec) and not spec.endswith(".tar") and not Path(spec).is_dir():
+        raise ConfigError(f"--data {spec}: expected a build output folder (holding shards/), found no such folder")
+    urls = resolve_shards(spec)  # ConfigError: no finished shard, unknown form
+    captions = None
+    if data.text_source in CAPTION_SOURCES:
+        captions = check_captions_root(urls[0], data.captioner_id, data.captions_root)
+    clips = count_clips(urls)
+    per_step = data.batch_size * world_size
+    if clips is not None and clips < per_step:
+        raise ConfigError(f"batch_size {data.batch_size} x {world_size} processes needs {per_step} clips per "
+                          f"micro-batch, but {spec} holds only {clips} clips in {len(urls)} finished shards; "
+                          f"lower batch_size (or use fewer processes)")
+    init = str(cfg.init)
+    if not Path(init).expanduser().is_dir() and (init.startswith((".", "/", "~")) or init.count("/") > 1):
+        raise ConfigError(f"--init {init}: no such folder (expected a CLIP or CLIP-ViP checkpoint folder, "
+                          f"or a hub name like openai/clip-vit-base-patch16)")
+    if cfg.val_data and _is_local(str(cfg.val_data)) and not Path(cfg.val_data).is_dir():
+        raise ConfigError(f"val_data {cfg.val_data}: no such folder (expected a retrieval set's build output)")
+    start = select_checkpoint(output, setup.to_dict(), setup.digest, world_size, resume=resume,
+                              weights_only=weights_only)
+    return {"shards": len(urls), "clips": clips, "captions": captions, "start_checkpoint": start}
