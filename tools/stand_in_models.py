@@ -31,10 +31,12 @@ END_TOKEN = "<|endoftext|>"
 
 
 def clip_tokenizer(words: Iterable[str] = CORPUS_WORDS, model_max_length: int = 77):
-    """A CLIP fast tokenizer over every byte plus one merged token per word of `words`.
+    """A CLIP fast tokenizer over every byte plus BPE merges that make each word of `words` one token.
 
-    Merges build each word left to right (`r e` -> `re`, `re d</w>` -> `red</w>`), the same form
-    OpenAI's merges.txt has; special tokens get the last two ids, as in CLIP.
+    The merges are learnt as OpenAI's were, by byte-pair encoding over the words (`_learn_merges`):
+    a hand-made chain per word (`r e` -> `re`, `re d</w>` -> `red</w>`) is not enough, because BPE
+    applies merges by rank across the whole word, and another word's earlier merge (`a n` from
+    "and") breaks the chain of "rectangle". Special tokens get the last two ids, as in CLIP.
     """
     from transformers import CLIPTokenizer
     from transformers.convert_slow_tokenizer import bytes_to_unicode
@@ -42,23 +44,39 @@ def clip_tokenizer(words: Iterable[str] = CORPUS_WORDS, model_max_length: int = 
     byte_chars = list(bytes_to_unicode().values())
     vocab = byte_chars + [c + "</w>" for c in byte_chars]
     known = set(vocab)
-    merges: list[tuple[str, str]] = []
-    for word in words:
-        word = word.lower()
-        if len(word) < 2 or not word.isascii():
-            continue
-        left = word[0]
-        for position, char in enumerate(word[1:], start=1):
-            right = char + ("</w>" if position == len(word) - 1 else "")
-            if (left, right) not in merges:
-                merges.append((left, right))
-            left = left + right
-            if left not in known:
-                vocab.append(left)
-                known.add(left)
+    merges = _learn_merges(sorted({w.lower() for w in words if w.isascii() and len(w) >= 2}))
+    for left, right in merges:
+        if left + right not in known:
+            vocab.append(left + right)
+            known.add(left + right)
     vocab += [START_TOKEN, END_TOKEN]
     return CLIPTokenizer(vocab={token: i for i, token in enumerate(vocab)}, merges=merges,
                          model_max_length=model_max_length)
+
+
+def _learn_merges(words: list[str]) -> list[tuple[str, str]]:
+    """Byte-pair merges, most frequent pair first (ties: the smaller pair), until every word is
+    one symbol; symbols as CLIP writes them (the last one of a word ends in `</w>`). Deterministic."""
+    from collections import Counter
+
+    spelled = [[*w[:-1], w[-1] + "</w>"] for w in words]
+    merges: list[tuple[str, str]] = []
+    while True:
+        pairs = Counter(pair for symbols in spelled for pair in zip(symbols, symbols[1:]))
+        if not pairs:
+            return merges
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merges.append(best)
+        for k, symbols in enumerate(spelled):
+            merged, i = [], 0
+            while i < len(symbols):
+                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                    merged.append(symbols[i] + symbols[i + 1])
+                    i += 2
+                else:
+                    merged.append(symbols[i])
+                    i += 1
+            spelled[k] = merged
 
 
 def tiny_clip_config(tokenizer, *, hidden: int = 32, layers: int = 2, heads: int = 4,
