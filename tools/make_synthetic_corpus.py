@@ -6,12 +6,18 @@ stated direction over a coloured background (with a sine tone per scene), a WebV
 is on screen in the rolling form YouTube's auto-captions use, and meta.jsonl gives one clip span
 per scene in the HD-VILA-100M form.
 
+Subtitles come in two styles. `describe` (the default) says exactly what is on screen, which the
+pipeline's tests rely on. `asr` speaks like a YouTube narrator run through speech recognition:
+filler ("um", "so", "you know"), off-topic talk, and only partly about the picture (sometimes the
+colour and shape, sometimes only the motion, sometimes nothing), the way HD-VILA's subtitles are
+a noisy, partial description of their clips. The demo uses `asr`: it is why captions help.
+
 Everything but the encoded video bytes follows from `seed` alone (a `random.Random(seed)` plan);
 the video bytes are also identical run to run with one ffmpeg build (x264 and the AAC encoder are
 deterministic; no creation time is written), which the tests do not rely on.
 
-    make_synthetic_corpus(out_dir, num_videos=4, seed=0) -> SyntheticCorpus
-    python -m tools.make_synthetic_corpus --output DIR [--num-videos N] [--seed S]
+    make_synthetic_corpus(out_dir, num_videos=4, seed=0, subtitle_style="describe") -> SyntheticCorpus
+    python -m tools.make_synthetic_corpus --output DIR [--num-videos N] [--seed S] [--subtitle-style asr]
 """
 
 from __future__ import annotations
@@ -40,6 +46,10 @@ COLOURS = ("red", "green", "blue", "yellow", "white", "black", "orange", "purple
 SHAPES = {"square": (0.25, 0.25), "wide rectangle": (0.4, 0.15), "tall rectangle": (0.12, 0.4),
           "small square": (0.12, 0.12)}
 DIRECTIONS = ("left to right", "right to left", "top to bottom", "bottom to top")
+# How a speaker says a direction in few words ("it goes right").
+DIRECTION_WORD = {"left to right": "right", "right to left": "left", "top to bottom": "down",
+                  "bottom to top": "up"}
+SUBTITLE_STYLES = ("describe", "asr")
 # YouTube auto-caption lines hold a few words; a caption line is shown for at least this long.
 WORDS_PER_LINE = 5
 TRANSITION_CUE_S = 0.010
@@ -82,6 +92,7 @@ class SyntheticCorpus:
     video_root: Path
     video_ids: list[str]
     scenes: dict[str, list[Scene]]  # video_id -> its scenes in time order
+    speech: dict[str, list[str]] | None = None  # video_id -> what the subtitles say per scene
 
     def summary(self) -> dict:
         return {"meta_path": str(self.meta_path), "video_root": str(self.video_root),
@@ -125,6 +136,73 @@ def _moving_shape(rng: random.Random, exclude: set[str]) -> MovingShape:
     return MovingShape(colour=rng.choice([c for c in COLOURS if c not in exclude]),
                        shape=rng.choice(sorted(SHAPES)), direction=rng.choice(DIRECTIONS),
                        across=round(rng.uniform(0.1, 0.9), 3))
+
+
+# --------------------------------------------------------------------------------------------
+# ASR-style speech (pure, seeded)
+
+# Templates of what a narrator says. {c} colour, {s} shape, {d} direction ("left to right"),
+# {w} direction word ("right"), {bg} background colour. Every word is in tools/demo_data.DEMO_WORDS
+# so the stand-in tokenizer keeps a subtitle within the 70-token text length.
+SAY_ALL = ("so here the {c} {s} moves from {d}", "and now we see a {c} {s} going from {d}",
+           "look the {c} {s} is moving {w}", "this {c} {s} goes {w}",
+           "the {c} {s} moves from {d} on {bg}")
+SAY_LOOKS = ("we have a {c} {s} here", "there is a {c} {s} on a {bg} background", "see the {c} one",
+             "a {c} {s} okay")
+SAY_MOTION = ("it moves from {d}", "and it goes {w}", "watch it go {w} now", "it is going {w}")
+SAY_BACKGROUND = ("the background is {bg}", "on {bg} this time")
+OFF_TOPIC = ("do not forget to subscribe", "i had coffee this morning", "anyway where was i",
+             "thanks for watching", "my internet is slow today", "let me know in the comments",
+             "this reminds me of my trip last summer", "okay i think the audio is fine",
+             "my cat is here too", "we will talk about that later")
+FILLERS = ("um", "uh", "so", "you know", "like", "okay", "well")
+
+
+def asr_speech(scene: Scene, rng: random.Random) -> str:
+    """What a narrator says over `scene`, as ASR transcribes it (lower case, no punctuation).
+
+    Per shape: the whole picture (colour, shape and motion) with p 0.4, its looks only (0.2), its
+    motion only (0.15), looks and motion in separate remarks (0.1), nothing (0.15); the
+    background with p 0.3; 0-2 off-topic remarks; filler between remarks with p 0.4.
+    """
+    remarks: list[str] = []
+    for k, moving in enumerate(scene.shapes):
+        fields = dict(c=moving.colour, s=moving.shape, d=moving.direction,
+                      w=DIRECTION_WORD[moving.direction], bg=scene.background)
+        said = []
+        draw = rng.random()
+        if draw < 0.4:
+            said.append(rng.choice(SAY_ALL))
+        elif draw < 0.6:
+            said.append(rng.choice(SAY_LOOKS))
+        elif draw < 0.75:
+            said.append(rng.choice(SAY_MOTION))
+        elif draw < 0.85:
+            said += [rng.choice(SAY_LOOKS), rng.choice(SAY_MOTION)]
+        if said and k > 0:
+            said[0] = "then " + said[0]
+        remarks += [template.format(**fields) for template in said]
+    if rng.random() < 0.3:
+        remarks.insert(rng.randrange(len(remarks) + 1), rng.choice(SAY_BACKGROUND).format(bg=scene.background))
+    for _ in range(rng.randrange(3)):
+        remarks.insert(rng.randrange(len(remarks) + 1), rng.choice(OFF_TOPIC))
+    if not remarks:
+        remarks.append(rng.choice(OFF_TOPIC))
+    words: list[str] = []
+    for remark in remarks:
+        if rng.random() < 0.4:
+            words.append(rng.choice(FILLERS))
+        words += remark.split()
+    return " ".join(words)
+
+
+def scene_speech(scenes: list[Scene], style: str, seed: int, video_id: str) -> list[str]:
+    """The subtitle text of each scene. ASR speech draws from its own generator (seeded by the
+    corpus seed and the video id), so the scene plan, and the videos, do not depend on the style."""
+    if style == "describe":
+        return [" ".join(scene.sentences()) for scene in scenes]
+    rng = random.Random(f"asr:{seed}:{video_id}")
+    return [asr_speech(scene, rng) for scene in scenes]
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,12 +262,12 @@ def vtt_time(seconds: float) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}.{millis:03d}"
 
 
-def _caption_lines(scenes: list[Scene]) -> list[tuple[float, float, list[str]]]:
+def _caption_lines(scenes: list[Scene], speech: list[str]) -> list[tuple[float, float, list[str]]]:
     """(shown_from_s, shown_until_s, words) per caption line; lines tile each scene exactly, so a
     clip cut at scene boundaries gets its own scene's words and no neighbour's."""
     lines = []
-    for scene in scenes:
-        words = " ".join(scene.sentences()).split()
+    for scene, text in zip(scenes, speech, strict=True):
+        words = text.split()
         chunks = [words[i:i + WORDS_PER_LINE] for i in range(0, len(words), WORDS_PER_LINE)]
         step_s = scene.duration_s / len(chunks)
         for k, chunk in enumerate(chunks):
@@ -198,13 +276,14 @@ def _caption_lines(scenes: list[Scene]) -> list[tuple[float, float, list[str]]]:
     return lines
 
 
-def youtube_vtt(scenes: list[Scene]) -> str:
+def youtube_vtt(scenes: list[Scene], speech: list[str] | None = None) -> str:
     """The rolling auto-caption form: each cue repeats the previous line above the new one, the new
     line carries `<hh:mm:ss.mmm><c> word</c>` timings, and a 10 ms cue shows the finished line
     alone before the next cue (as YouTube's ASR tracks do)."""
     out = ["WEBVTT", "Kind: captions", "Language: en", ""]
     previous = " "  # YouTube's first cue has a blank (single space) line above the words
-    for start_s, end_s, words in _caption_lines(scenes):
+    speech = speech if speech is not None else [" ".join(scene.sentences()) for scene in scenes]
+    for start_s, end_s, words in _caption_lines(scenes, speech):
         speak_end_s = end_s - TRANSITION_CUE_S
         word_step_s = (speak_end_s - start_s) * 0.8 / len(words)
         timed = words[0] + "".join(f"<{vtt_time(start_s + (i + 1) * word_step_s)}><c> {w}</c>"
@@ -232,11 +311,17 @@ def hdvila_line(video_id: str, scenes: list[Scene]) -> str:
 
 
 def make_synthetic_corpus(out_dir: Path, num_videos: int = 4, seed: int = 0, min_duration_s: float = 30.0,
-                          max_duration_s: float = 120.0, size: str = "320x240", fps: int = 15) -> SyntheticCorpus:
-    """Write out_dir/videos/{id}.mp4 + {id}.en.vtt and out_dir/meta.jsonl; deterministic by seed."""
+                          max_duration_s: float = 120.0, size: str = "320x240", fps: int = 15,
+                          subtitle_style: str = "describe") -> SyntheticCorpus:
+    """Write out_dir/videos/{id}.mp4 + {id}.en.vtt and out_dir/meta.jsonl; deterministic by seed.
+
+    subtitle_style: "describe" (subtitles say exactly what is on screen) or "asr" (spoken, partial,
+    with filler and off-topic talk; see `asr_speech`)."""
     if num_videos < 1 or not 0 < min_duration_s <= max_duration_s or fps < 1:
         raise ValueError(f"need num_videos >= 1, 0 < min_duration_s <= max_duration_s and fps >= 1, found "
                          f"{num_videos}, {min_duration_s}..{max_duration_s}, {fps}")
+    if subtitle_style not in SUBTITLE_STYLES:
+        raise ValueError(f"subtitle_style must be one of {SUBTITLE_STYLES}, found {subtitle_style!r}")
     out_dir = Path(out_dir)
     video_root = out_dir / "videos"
     video_root.mkdir(parents=True, exist_ok=True)
@@ -250,15 +335,16 @@ def make_synthetic_corpus(out_dir: Path, num_videos: int = 4, seed: int = 0, min
         scenes = plan_scenes(rng, rng.uniform(min_duration_s, max_duration_s), fps)
         video_ids.append(video_id)
         scenes_by_video[video_id] = scenes
+    speech = {v: scene_speech(scenes_by_video[v], subtitle_style, seed, v) for v in video_ids}
     started = time.perf_counter()
     for video_id in video_ids:
         scenes = scenes_by_video[video_id]
         render_video(video_root / f"{video_id}.mp4", scenes, size, fps)
-        (video_root / f"{video_id}.en.vtt").write_text(youtube_vtt(scenes), encoding="utf-8")
+        (video_root / f"{video_id}.en.vtt").write_text(youtube_vtt(scenes, speech[video_id]), encoding="utf-8")
     meta_path = out_dir / "meta.jsonl"
     meta_path.write_text("".join(hdvila_line(v, scenes_by_video[v]) + "\n" for v in video_ids), encoding="utf-8")
     log.info("synthetic corpus: %d videos in %.1f s at %s", num_videos, time.perf_counter() - started, out_dir)
-    return SyntheticCorpus(meta_path, video_root, video_ids, scenes_by_video)
+    return SyntheticCorpus(meta_path, video_root, video_ids, scenes_by_video, speech)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,10 +354,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-duration-s", type=float, default=30.0)
     parser.add_argument("--max-duration-s", type=float, default=120.0)
+    parser.add_argument("--subtitle-style", choices=SUBTITLE_STYLES, default="describe",
+                        help="describe: subtitles say what is on screen; asr: spoken, partial, noisy")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     corpus = make_synthetic_corpus(args.output, num_videos=args.num_videos, seed=args.seed,
-                                   min_duration_s=args.min_duration_s, max_duration_s=args.max_duration_s)
+                                   min_duration_s=args.min_duration_s, max_duration_s=args.max_duration_s,
+                                   subtitle_style=args.subtitle_style)
     print(json.dumps({**corpus.summary(), "video_ids": corpus.video_ids,
                       "seconds": round(time.perf_counter() - started, 3)}, indent=2))
     return 0
