@@ -49,7 +49,7 @@ def build_model(path: Path, hidden: int, layers: int, image_size: int, max_new_t
 
 def shard_frames(out_dir: Path, num_shards: int):
     """The middle frames of every clip, in shard order (what the job will caption)."""
-    from pipeline.caption import middle_frame
+    from pipeline.caption.captioner import middle_frame
     from vipstream.schema import shard_tar_path
 
     frames = []
@@ -65,7 +65,7 @@ def bare_loop(cfg, frames, threads: int) -> tuple[float, float, list[str]]:
     """(seconds to load the model, seconds to caption `frames` in batches of cfg.batch_size, captions)."""
     import torch
 
-    from pipeline.caption import Captioner
+    from pipeline.caption.captioner import Captioner
 
     torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -97,8 +97,8 @@ def main() -> int:
     import ray
     import pyarrow.parquet as pq
 
-    from pipeline.caption import CaptionerConfig
-    from pipeline.caption_job import run_caption_job
+    from pipeline.caption.captioner import CaptionerConfig
+    from pipeline.caption.job import run_caption_job
     from tests.captioning import make_clip_bytes, write_caption_shards
     from vipstream.schema import caption_sidecar_path
 

@@ -62,9 +62,9 @@ def main() -> None:
     import pyarrow.parquet as pq
     import ray
 
-    from pipeline.config import PipelineConfig
-    from pipeline.jobs import run_build
-    from pipeline.manifest import read_manifest
+    from pipeline.build.config import PipelineConfig
+    from pipeline.build.jobs import run_build
+    from pipeline.build.manifest import read_manifest
     from tools.make_synthetic_corpus import make_synthetic_corpus
 
     work = Path(tempfile.mkdtemp(prefix="bench_transcode_"))

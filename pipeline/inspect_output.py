@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from pipeline.caption_job import CAPTIONER_FILENAME
+from pipeline.caption.job import CAPTIONER_FILENAME
 from vipstream.config import ConfigError
 from vipstream.schema import (CAPTIONS_DIRNAME, ERRORS_FILENAME, MANIFEST_FILENAME, SHARDS_DIRNAME,
                               shard_stats_path)

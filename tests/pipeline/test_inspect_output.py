@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.caption_job import CAPTIONER_FILENAME
-from pipeline.caption_sidecars import SidecarWriter
-from pipeline.caption_stages import SAMPLE
+from pipeline.caption.job import CAPTIONER_FILENAME
+from pipeline.caption.sidecars import SidecarWriter
+from pipeline.caption.stages import SAMPLE
 from pipeline.inspect_output import format_report, inspect_output
 from tests.captioning import write_caption_shards
 from vipstream.config import ConfigError

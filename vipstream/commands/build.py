@@ -12,7 +12,7 @@ log = logging.getLogger("vipstream.build")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from pipeline.config import PipelineConfig
+    from pipeline.build.config import PipelineConfig
     from vipstream.config import add_config_arguments
 
     parser = subparsers.add_parser(
@@ -35,13 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.config import PipelineConfig
-    from pipeline.jobs import run_build
+    from pipeline.build.config import PipelineConfig
+    from pipeline.build.jobs import run_build
     from vipstream.config import config_to_dict, load_config, overrides_from_args
 
     cfg = load_config(PipelineConfig, args.config, overrides_from_args(args, PipelineConfig))
     if args.captioner:  # fail fast: a captioner that cannot load must not cost a whole build
-        from pipeline.caption import CaptionerConfig, CaptionerLoadError, check_captioner
+        from pipeline.caption.captioner import CaptionerConfig, CaptionerLoadError, check_captioner
 
         try:
             check_captioner(load_config(CaptionerConfig, None, {"captioner": args.captioner}))

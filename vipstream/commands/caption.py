@@ -16,7 +16,7 @@ log = logging.getLogger("vipstream.caption")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from pipeline.caption import CaptionerConfig
+    from pipeline.caption.captioner import CaptionerConfig
     from vipstream.config import add_config_arguments
 
     parser = subparsers.add_parser(
@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.caption import CaptionerConfig
+    from pipeline.caption.captioner import CaptionerConfig
     from vipstream.config import load_config, overrides_from_args
 
     cfg = load_config(CaptionerConfig, args.config, overrides_from_args(args, CaptionerConfig))
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
 def caption_after_build(out_dir: Path, captioner: str, ray_address: str | None = None) -> int:
     """`vipstream build --captioner NAME_OR_PATH`: caption the fresh build with default settings."""
-    from pipeline.caption import CaptionerConfig
+    from pipeline.caption.captioner import CaptionerConfig
     from vipstream.config import load_config
 
     cfg = load_config(CaptionerConfig, None, {"captioner": captioner})
@@ -52,8 +52,8 @@ def caption_after_build(out_dir: Path, captioner: str, ray_address: str | None =
 
 
 def _caption(out_dir: Path, cfg, ray_address: str | None, *, progress: bool) -> int:
-    from pipeline.caption import CaptionerLoadError
-    from pipeline.caption_job import run_caption_job
+    from pipeline.caption.captioner import CaptionerLoadError
+    from pipeline.caption.job import run_caption_job
     from vipstream.config import ConfigError, config_to_dict
 
     if not cfg.captioner:

@@ -24,8 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.config import PipelineConfig
-    from pipeline.jobs import run_build
+    from pipeline.build.config import PipelineConfig
+    from pipeline.build.jobs import run_build
     from tools.make_synthetic_corpus import make_synthetic_corpus
     from vipstream.config import load_config
 

@@ -1,4 +1,4 @@
-"""pipeline/caption_job.py on a real local Ray with tiny random-init captioners loaded by path:
+"""pipeline/caption/job.py on a real local Ray with tiny random-init captioners loaded by path:
 one sidecar row per clip, reruns, a second captioner, bad clips and shards, and a kill + resume of
 the CLI in a subprocess."""
 
@@ -18,15 +18,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.caption import Captioner, CaptionerConfig, CaptionerLoadError, middle_frame
-from pipeline.caption_job import CAPTIONER_FILENAME, run_caption_job
-from pipeline.caption_sidecars import SidecarWriter
-from pipeline.caption_stages import read_and_decode_shard
+from pipeline.caption.captioner import Captioner, CaptionerConfig, CaptionerLoadError, middle_frame
+from pipeline.caption.job import CAPTIONER_FILENAME, run_caption_job
+from pipeline.caption.sidecars import SidecarWriter
+from pipeline.caption.stages import read_and_decode_shard
 from tests.captioning import make_clip_bytes, write_caption_shards
 from vipstream.config import ConfigError
 from vipstream.schema import CAPTION_COLUMNS, ERROR_COLUMNS, caption_sidecar_path, captions_dir, shard_tar_path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 #: shards 0-2 finished (shard 1 holds a corrupt clip), shard 3 unfinished (no stats file).
 CLIPS_PER_SHARD = [3, 4, 3, 2]
 CORRUPT = {1: {2}}

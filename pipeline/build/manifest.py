@@ -23,8 +23,8 @@ from typing import Any, Iterator
 
 import pyarrow.parquet as pq
 
+from pipeline.build.staging import uri_protocol
 from pipeline.errors import ErrorRow, StageError
-from pipeline.staging import uri_protocol
 from vipstream.schema import sanitize_id
 
 VIDEO_SUFFIXES = frozenset({

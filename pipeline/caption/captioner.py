@@ -1,6 +1,6 @@
 """Auxiliary captions of clips: the middle frame of a clip -> an image-to-text model -> one caption.
 
-Pure of Ray, files and progress bars (`pipeline/caption_job.py` maps these over shards):
+Pure of Ray, files and progress bars (`pipeline/caption/job.py` maps these over shards):
 
     middle_frame(mp4_bytes)        -> (frame [H, W, 3] uint8, frame_index, frame_time_s)
     check_captioner(cfg)           -> fails fast, naming the model, before any work is scheduled

@@ -12,8 +12,8 @@ actor stage would be fused by Ray Data into the captioner actor, which would the
 serially between generate calls. As it is, Ray Data streams: frames of one shard are captioned
 while the next shards are being decoded on the other CPUs, so the captioner (a GPU) stays busy.
 
-The stages are in pipeline/caption_stages.py, the sidecar publication in
-pipeline/caption_sidecars.py; this module picks the shards, wires the dataset and summarises.
+The stages are in pipeline/caption/stages.py, the sidecar publication in
+pipeline/caption/sidecars.py; this module picks the shards, wires the dataset and summarises.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.atomic import remove_temporaries, write_json_atomic
-from pipeline.caption import CaptionerConfig, CaptionerLoadError, check_captioner, resolve_captioner_id
-from pipeline.caption_sidecars import SidecarWriter
-from pipeline.caption_stages import CaptionerActor, read_and_decode_shard
+from pipeline.caption.captioner import CaptionerConfig, CaptionerLoadError, check_captioner, resolve_captioner_id
+from pipeline.caption.sidecars import SidecarWriter
+from pipeline.caption.stages import CaptionerActor, read_and_decode_shard
 from pipeline.errors import failure_counts
 from vipstream.config import ConfigError, config_to_dict
 from vipstream.errors import JobError

@@ -1,4 +1,4 @@
-"""The per-sample stages of the caption job, as Ray Data UDFs (see pipeline/caption_job.py).
+"""The per-sample stages of the caption job, as Ray Data UDFs (see pipeline/caption/job.py).
 
     read_shard_samples: tar -> one row per sample (mp4 bytes, ids, the shard's sample count)
     decode_sample:      row -> the row with its middle frame (decord), mp4 dropped
@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from pipeline.caption import Captioner, CaptionerConfig, middle_frame
+from pipeline.caption.captioner import Captioner, CaptionerConfig, middle_frame
 from pipeline.errors import StageError
 from vipstream.schema import FORBIDDEN_EXTS, META_EXT, VIDEO_EXT, shard_stem
 

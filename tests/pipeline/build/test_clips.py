@@ -1,4 +1,4 @@
-"""pipeline/clips.py: timestamps, given-span validation and span planning from cues."""
+"""pipeline/build/clips.py: timestamps, given-span validation and span planning from cues."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import random
 
 import pytest
 
-from pipeline.clips import ClipPlanSpec, Span, parse_timestamp, plan_clips, validate_span
+from pipeline.build.clips import ClipPlanSpec, Span, plan_clips, validate_span
+from pipeline.build.subtitles import Cue, clip_subtitle, parse_vtt
+from pipeline.build.timestamps import parse_timestamp
 from pipeline.errors import StageError
-from pipeline.subtitles import Cue, clip_subtitle, parse_vtt
 
 # ---------------------------------------------------------------- parse_timestamp
 

@@ -22,10 +22,10 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from pipeline.atomic import write_json_atomic, write_parquet_atomic
-from pipeline.build_shard import build_shard
-from pipeline.config import PipelineConfig
+from pipeline.build.build_shard import build_shard
+from pipeline.build.config import PipelineConfig
+from pipeline.build.manifest import VideoEntry, read_manifest
 from pipeline.errors import ERROR_TABLE_SCHEMA, failure_counts
-from pipeline.manifest import VideoEntry, read_manifest
 from pipeline.ray_session import ray_session
 from pipeline.shards import read_stats, remove_stale_temporaries
 from vipstream.config import ConfigError, config_to_dict, save_config

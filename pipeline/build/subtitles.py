@@ -8,7 +8,7 @@ The path of a subtitle file through this module, top to bottom:
     clip_subtitle(cues, start_s, end_s) -> str  the text a clip of the video is paired with
 
 Every parser returns normalised cues, so `load_subtitles` output can go straight to
-`pipeline.clips.plan_clips` and `clip_subtitle`. Broken input raises `StageError(stage="subtitles")`
+`pipeline.build.clips.plan_clips` and `clip_subtitle`. Broken input raises `StageError(stage="subtitles")`
 with a reason that says what was expected and what was found; no other exception type escapes
 `load_subtitles`.
 
@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from pipeline.build.subtitle_encoding import read_subtitle_text
+from pipeline.build.timestamps import parse_timestamp
 from pipeline.errors import StageError
-from pipeline.subtitle_encoding import read_subtitle_text
 
 STAGE = "subtitles"
 
@@ -216,7 +217,7 @@ def _parse_timing_line(line: str, line_number: int) -> tuple[float, float]:
             raise StageError(STAGE, f"line {line_number}: cue timing {line.strip()!r} has a malformed "
                                     f"time {value!r} ({_EXPECTED_TIMING})", line=line_number)
     try:
-        return _seconds(start_text), _seconds(end_text)
+        return parse_timestamp(start_text), parse_timestamp(end_text)
     except ValueError as exc:
         raise StageError(STAGE, f"line {line_number}: {exc}", line=line_number) from None
 
@@ -255,11 +256,11 @@ def _json_cue(item: Any, index: int) -> Cue:
         raise StageError(STAGE, f"cue {index} is a {type(item).__name__}, expected an object "
                                 "with 'start', 'end' and 'text'")
     try:
-        start_s = _seconds(_required(item, index, "start", "start_s"))
+        start_s = parse_timestamp(_required(item, index, "start", "start_s"))
         if any(key in item for key in ("end", "end_s")):
-            end_s = _seconds(_required(item, index, "end", "end_s"))
+            end_s = parse_timestamp(_required(item, index, "end", "end_s"))
         else:
-            end_s = start_s + _seconds(_required(item, index, "duration", "dur"))
+            end_s = start_s + parse_timestamp(_required(item, index, "duration", "dur"))
     except ValueError as exc:
         raise StageError(STAGE, f"cue {index}: {exc}") from None
     text = item.get("text", "")
@@ -288,14 +289,6 @@ def _json3_cues(events: list) -> list[Cue]:
         text = "".join(str(seg.get("utf8", "")) for seg in event["segs"] if isinstance(seg, dict))
         cues.append(Cue(start_s, end_s, clean_cue_text(text)))
     return cues
-
-
-def _seconds(value: Any) -> float:
-    # Imported here, not at module level: pipeline.clips imports this module (it plans from
-    # cues), and the one timestamp parser lives there so manifest spans and cues agree.
-    from pipeline.clips import parse_timestamp
-
-    return parse_timestamp(value)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""pipeline/caption.py on its own: middle frames from real ffmpeg clips, captioner ids, and tiny
+"""pipeline/caption/captioner.py on its own: middle frames from real ffmpeg clips, captioner ids, and tiny
 random-init BLIP / VisionEncoderDecoder (ViT + GPT-2) captioners built from configs, saved to
 disk and loaded by path (nothing is downloaded).
 
@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.caption import (Captioner, CaptionerConfig, CaptionerLoadError, check_captioner,
+from pipeline.caption.captioner import (Captioner, CaptionerConfig, CaptionerLoadError, check_captioner,
                               derive_captioner_id, middle_frame, resolve_captioner_id)
 from pipeline.errors import StageError
 from tests.media import ffprobe_json
 from vipstream.config import ConfigError, load_config
 from vipstream.schema import middle_frame_index
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 # ---------------------------------------------------------------------------------------------
 # middle_frame

@@ -1,4 +1,4 @@
-"""pipeline/staging.py and remote sources in a build: fsspec URIs are copied locally for ffmpeg,
+"""pipeline/build/staging.py and remote sources in a build: fsspec URIs are copied locally for ffmpeg,
 protocols outside `remote_protocols` are refused as error rows."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import PipelineConfig
+from pipeline.build.config import PipelineConfig
+from pipeline.build.jobs import run_build
+from pipeline.build.staging import local_copy, uri_protocol
 from pipeline.errors import StageError
-from pipeline.jobs import run_build
-from pipeline.staging import local_copy, uri_protocol
 from tests.media import make_video
 
 

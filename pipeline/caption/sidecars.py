@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.atomic import write_parquet_atomic
-from pipeline.caption_stages import SAMPLE, SHARD_ERROR
+from pipeline.caption.stages import SAMPLE, SHARD_ERROR
 from pipeline.errors import ERROR_TABLE_SCHEMA, ErrorRow
 from vipstream.schema import (CAPTION_COLUMNS, ERRORS_FILENAME, SHARDS_DIRNAME,
                               caption_sidecar_path, captions_dir, shard_stem)
