@@ -87,9 +87,12 @@ class ClipStream(torch.utils.data.IterableDataset):
         self.rank, self.world_size, self.seed, self.start_batch = rank, world_size, seed, start_batch
 
     def slot(self) -> StreamSlot:
+        """This process's stream. A DataLoader always takes its first batch from worker 0, but
+        after `start_batch` batches the uninterrupted run's next batch comes from stream
+        `start_batch % W`: so DataLoader worker j plays stream (j + start_batch) % W."""
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        return StreamSlot(self.rank, self.world_size, worker, workers)
+        return StreamSlot(self.rank, self.world_size, (worker + self.start_batch) % workers, workers)
 
     def pipeline(self, slot: StreamSlot) -> wds.DataPipeline:
         cfg, seed, counts, usable = self.cfg, self.seed, SkipCounts(), UsableSamples()
@@ -147,7 +150,7 @@ class TrainLoader:
         return self.batches_per_epoch
 
 
-def make_train_loader(cfg: TrainDataConfig, processor_dir: str, *, rank: int = 0, world_size: int = 1,
+def make_train_loader(cfg: TrainDataConfig, processor_dir: str, rank: int = 0, world_size: int = 1,
                       seed: int = 0, start_batch: int = 0) -> TrainLoader:
     """Batches for rank `rank` of `world_size` (passed in, not read from torch.distributed, so
     Ray Train and tests can give them), starting after the `start_batch` batches this rank has

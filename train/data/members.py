@@ -41,8 +41,9 @@ class SkipCounts(collections.Counter):
         return counts
 
 
-def _last_ext(member_name: str) -> str:
-    return member_name.rsplit(".", 1)[-1].lower() if "." in member_name else ""
+def _last_ext(name: str) -> str:
+    """'key.pickle' -> 'pickle', a sample's suffix 'pickle' -> 'pickle', 'key.x.PTH' -> 'pth'."""
+    return name.rsplit(".", 1)[-1].lower()
 
 
 def _selected(member_name: str) -> bool:

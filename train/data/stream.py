@@ -12,7 +12,9 @@ Each DataLoader worker of each rank is one independent, deterministic stream, id
 
 Exact resume. torch's DataLoader takes batches from its workers round-robin (batch i from
 worker i % W), so when a rank has consumed `start_batch` batches, worker w made
-`len(range(w, start_batch, W))` of them. Each worker replays its stream up to the sample
+`len(range(w, start_batch, W))` of them, and the next batch is due from stream start_batch % W;
+a fresh DataLoader starts at its worker 0, so its worker j runs stream (j + start_batch) % W
+(loader.py). Each worker replays its stream up to the sample
 shuffle and drops that many batches' worth of samples *before decoding* (reading costs, decoding
 does not). Per-clip randomness is seeded by (seed, epoch, key), so the clips that follow get the
 same frames and texts as in the uninterrupted run.
