@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -38,3 +43,25 @@ def test_accum_freq_2_at_batch_b_gives_the_gradients_of_accum_1_at_batch_2b(stan
         for name, grad in grads_whole.items():
             torch.testing.assert_close(grads_accum[name], grad, atol=1e-5, rtol=1e-4, msg=name)
     assert grads_whole["clip.logit_scale"].abs() > 0  # counted once, not once per micro-batch
+
+
+def test_two_process_ddp_accumulation_gives_the_one_process_gradients_of_the_global_batch(stand_in_clip, tmp_path):
+    worker = Path(__file__).with_name("dist_accum_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(worker), str(stand_in_clip), str(tmp_path)], env=env, timeout=300,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    torch.manual_seed(0)
+    model = CLIPViPModel.from_clip(stand_in_clip, num_proxies=4, temporal_size=4).train()
+    features = loss_features("ocl", "both")
+    pool = make_pool(stand_in_clip, 8, num_frames=4)
+    expected_loss, expected = _gradients(model, [model_inputs(batch_of(pool, torch.arange(8)), features)], "ocl",
+                                         features)
+    for rank in (0, 1):
+        results = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        for name in ("whole", "accum2"):
+            assert float(results[name]["loss"]) == pytest.approx(expected_loss, rel=1e-5)
+            for param, grad in expected.items():
+                torch.testing.assert_close(results[name]["grads"][param], grad, atol=1e-5, rtol=1e-4,
+                                           msg=f"rank {rank} {name} {param}")
