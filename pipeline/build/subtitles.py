@@ -182,7 +182,7 @@ def _scan_cues(text: str) -> list[Cue]:
     an empty line, its last line is that cue's identifier when it is a number or follows a blank.
     """
     lines = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    timing_rows = [index for index, line in enumerate(lines) if "-->" in line]
+    timing_rows = _timing_rows(lines)
     cues = []
     for position, row in enumerate(timing_rows):
         start_s, end_s = _parse_timing_line(lines[row], row + 1)
@@ -197,6 +197,31 @@ def _scan_cues(text: str) -> list[Cue]:
                 payload.pop()
         cues.append(Cue(start_s, end_s, clean_cue_text("\n".join(payload))))
     return cues
+
+
+def _timing_rows(lines: list[str]) -> list[int]:
+    """Indices of the cue timing lines. A line with "-->" is one where a cue can start: the first
+    line of a block, or the second after an identifier (a malformed one there is reported). Inside
+    a cue's payload, "-->" is text ("Click File --> Save"), unless the whole line is a well-formed
+    timing: that is the next cue of a file missing its blank lines.
+    """
+    rows: list[int] = []
+    in_payload, block_line = False, 0
+    for index, line in enumerate(lines):
+        if line == "":
+            in_payload, block_line = False, 0
+            continue
+        if "-->" in line and ((not in_payload and block_line <= 1) or _is_timing_line(line)):
+            rows.append(index)
+            in_payload = True
+        block_line += 1
+    return rows
+
+
+def _is_timing_line(line: str) -> bool:
+    left, right = line.split("-->", 1)
+    end_fields = right.split()
+    return bool(_CUE_TIME.match(left.strip()) and end_fields and _CUE_TIME.match(end_fields[0]))
 
 
 def _is_identifier(payload: list[str]) -> bool:
@@ -344,7 +369,7 @@ def _why_no_cues(text: str, fmt: str) -> str:
     first_line = next((line.strip() for line in text.split("\n") if line.strip()), "")
     if fmt == "json":
         return "no cues with text found in JSON (expected a list of {start, end, text})"
-    timings = sum("-->" in line for line in text.split("\n"))
+    timings = len(_timing_rows(text.replace("\r\n", "\n").replace("\r", "\n").split("\n")))
     if timings:
         return f"found {timings} cue timing lines but no cue text"
     header = "" if fmt != "vtt" or first_line.startswith("WEBVTT") else "no 'WEBVTT' header and "

@@ -185,6 +185,23 @@ def test_srt_without_blank_lines_between_cues_still_drops_the_numbers():
     assert [cue.text for cue in parse_srt(text)] == ["first", "second"]
 
 
+def test_an_arrow_in_cue_text_is_text_not_a_timing_line(tmp_path):
+    # Only a cue's timing line is parsed as timing: "-->" inside its text used to fail the whole file.
+    text = ("1\n00:00:01,000 --> 00:00:02,000\nClick File --> Save\nthen quit\n\n"
+            "2\n00:00:02,000 --> 00:00:03,000\n--> next\n")
+    assert parse_srt(text) == [Cue(1.0, 2.0, "Click File --> Save then quit"), Cue(2.0, 3.0, "--> next")]
+    vtt = "WEBVTT\n\n00:00:01.000 --> 00:00:02.000\na --> b\n"
+    assert parse_vtt(vtt) == [Cue(1.0, 2.0, "a --> b")]
+    path = tmp_path / "arrows.srt"
+    path.write_text(text)
+    assert [cue.text for cue in load_subtitles(path)] == ["Click File --> Save then quit", "--> next"]
+
+
+def test_a_timing_line_that_starts_a_cue_is_still_checked_when_text_has_arrows(tmp_path):
+    error = _load_error(tmp_path, "bad.srt", b"1\n00:00:01,000 --> 00:00:02,000\nx --> y\n\n2\n00:00:0 --> 00:00:03,000\nz\n")
+    assert error.line == 6 and "malformed" in error.reason
+
+
 def test_escaped_angle_brackets_stay_as_literal_text():
     text = "1\n00:00:01,000 --> 00:00:02,000\nuse &lt;i&gt; for italics, 5 < 6 and 7 > 3\n"
     assert parse_srt(text)[0].text == "use <i> for italics, 5 < 6 and 7 > 3"
