@@ -13,12 +13,17 @@ import sys
 from vipstream.config import ConfigError
 from vipstream.errors import JobError
 
-#: Subcommand modules, in the order `--help` lists them.
-COMMANDS = ("build", "caption", "inspect", "synth", "train", "eval", "demo")
+#: Subcommand modules, in the order a user runs them (and `--help` lists them).
+COMMANDS = ("synth", "build", "caption", "inspect", "train", "eval", "demo")
+#: What `vipstream --help` says the tool does (the module docstring above is for developers).
+DESCRIPTION = ("Turn subtitled web videos into WebDataset shards of clips and captions, then train "
+               "and evaluate a CLIP-ViP video-text retrieval model on them.")
+EXIT_CODES = ("exit codes: 0 done; 1 the job could not finish every unit of work, or its output is "
+              "in use by another run (rerun to resume); 2 bad configuration or input, nothing done")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vipstream", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="vipstream", description=DESCRIPTION, epilog=EXIT_CODES)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:

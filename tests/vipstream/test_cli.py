@@ -11,10 +11,15 @@ import pytest
 from tests.conftest import vipstream_cmd
 
 
-def test_help_lists_the_subcommands():
+def test_help_says_what_the_tool_does_and_lists_the_verbs_in_the_order_they_are_used():
     result = subprocess.run([*vipstream_cmd(), "--help"], capture_output=True, text=True, check=True)
-    for name in ("build", "synth", "demo"):
-        assert name in result.stdout
+    usage, description = result.stdout.split("\n\n")[:2]
+    assert " ".join(description.split()).startswith("Turn subtitled web videos into WebDataset shards")
+    assert "subcommand" not in result.stdout.lower()  # not the module's developer docstring
+    verbs = usage[usage.index("{") + 1:usage.index("}")].split(",")
+    expected = ["synth", "build", "caption", "inspect", "train", "eval", "demo"]
+    assert verbs == [v for v in expected if v in verbs] and {"synth", "build", "caption", "inspect", "demo"} <= set(verbs)
+    assert "exit codes" in result.stdout
 
 
 def test_build_help_documents_every_config_key():
