@@ -318,7 +318,7 @@ def _encode_videos(encode: Callable[[torch.Tensor], torch.Tensor], data: str | P
     with tqdm(total=_num_samples(data), desc="videos", unit="video", disable=not progress) as bar:
         for batch in loader:
             features.append(encode(batch.video.to(device)).float().cpu())  # [B, D]
-            for key, captions in zip(batch.keys, batch.captions):
+            for key, captions in zip(batch.keys, batch.captions or [[]] * len(batch.keys)):
                 if not captions:
                     uncaptioned.append(key)
                 texts.extend(captions)

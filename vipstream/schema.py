@@ -42,6 +42,9 @@ CAPTION_COLUMNS = ("key", "caption", "frame_index", "frame_time_s", "captioner",
 
 #: Field of a retrieval set's clip `json`: its reference sentences, a list of strings.
 CLIP_CAPTIONS_FIELD = "captions"
+#: Optional fields of the per-clip `json`, after CLIP_META_FIELDS: present only in retrieval sets
+#: (built from annotations), absent from corpus clips.
+CLIP_META_OPTIONAL_FIELDS = (CLIP_CAPTIONS_FIELD,)
 
 #: File names in OUT/shards/: `{shard:06d}.tar` and its commit marker `{shard:06d}.stats.json`.
 SHARD_TAR_NAME = re.compile(r"^(\d{6})\.tar$")

@@ -22,7 +22,7 @@ from pipeline.build.timestamps import parse_timestamp
 from pipeline.build.transcode import ProbeInfo, TranscodeSpec, probe_video, transcode_clip
 from pipeline.errors import ErrorRow, StageError
 from pipeline.shards import ShardWriter
-from vipstream.schema import clip_key, shard_stem
+from vipstream.schema import CLIP_CAPTIONS_FIELD, clip_key, shard_stem
 
 log = logging.getLogger(__name__)
 
@@ -84,18 +84,23 @@ def _plan(entry: VideoEntry, cues: list[Cue], probe: ProbeInfo, cfg: PipelineCon
           report: ShardReport) -> list[PlannedClip]:
     if entry.clips is not None:
         return _given_spans(entry, probe, cfg, report)
+    if entry.captions is not None:  # a retrieval video without a span: the whole video, one clip
+        return [PlannedClip(0, entry.video_id, Span(0.0, probe.duration_s))]
     spans = plan_clips(cues, ClipPlanSpec(cfg.min_clip_s, cfg.max_clip_s), probe.duration_s)
     return [PlannedClip(k, f"{entry.video_id}.{k}", span) for k, span in enumerate(spans)]
 
 
 def _clip_meta(entry: VideoEntry, clip: PlannedClip, text: str, out) -> dict[str, Any]:
-    return {
+    meta = {
         "clip_id": clip.clip_id, "video_id": entry.video_id,
         "span": [round(clip.span.start_s, 3), round(clip.span.end_s, 3)],
         "subtitle": text, "duration": round(out.duration_s, 3), "fps": out.fps,
         "width": out.width, "height": out.height, "num_frames": out.num_frames,
         "source": entry.path,
     }
+    if entry.captions is not None:  # a retrieval set's reference sentences
+        meta[CLIP_CAPTIONS_FIELD] = list(entry.captions)
+    return meta
 
 
 def _build_video(entry: VideoEntry, shard: int, cfg: PipelineConfig, spec: TranscodeSpec,
@@ -105,6 +110,10 @@ def _build_video(entry: VideoEntry, shard: int, cfg: PipelineConfig, spec: Trans
     # A remote (fsspec URI) source is copied locally for the time of its cuts: ffmpeg reads local files only.
     with local_copy(entry.path, cfg.remote_protocols, cfg.max_source_bytes) as video_path:
         probe = probe_video(video_path, timeout_s=cfg.probe_timeout_s)
+        if entry.captions is not None:  # a retrieval video: its text is its captions, not subtitles
+            report.video_seconds += probe.duration_s
+            _cut_clips(entry, video_path, probe, [], shard, cfg, spec, writer, report)
+            return
         if not entry.subtitles:  # every clip would lack text and be dropped: say so, once, here
             raise StageError("subtitles", "no subtitle file for this video (looked beside it for the same "
                                           "stem + .vtt/.srt/.json3, e.g. ID.en.vtt): its clips would have no text")
@@ -120,7 +129,7 @@ def _cut_clips(entry: VideoEntry, video_path: str, probe: ProbeInfo, cues: list[
     context = {"video_id": entry.video_id, "source": entry.path, "line": entry.line}
     for clip in _plan(entry, cues, probe, cfg, report):
         text = clip_subtitle(cues, clip.span.start_s, clip.span.end_s)
-        if not text:
+        if not text and entry.captions is None:
             report.clips_without_text += 1
             continue
         try:

@@ -5,6 +5,8 @@ Forms (DESIGN.md section 2, issue 2):
    the video found under `video_root` by its id (any extension), subtitles beside it;
 2. our own manifest, JSONL or parquet: `video_id, path, subtitles, clips`;
 3. a plain folder of videos, each with an optional subtitle file of the same stem.
+Retrieval sets (pipeline/build/annotations.py) come through `entries_from_records` with
+`retrieval=True`: records `{video_id, captions, path?, span?}`, one whole-video clip each.
 
 Nothing here touches a video: structure is checked, media are probed later in the shard task, so
 one unreadable file never stops the listing. A malformed line or a duplicate id becomes an error
@@ -19,7 +21,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import pyarrow.parquet as pq
 
@@ -58,16 +60,21 @@ class VideoEntry:
     clips: tuple[GivenClip, ...] | None = None  # None: plan spans from the subtitles
     line: int | None = None  # 1-based line (JSONL) or row (parquet) in the manifest
     missing_reason: str | None = None
+    # Retrieval sets: the video's reference captions (no subtitles needed; one clip, the given
+    # span or the whole video). None: a corpus video.
+    captions: tuple[str, ...] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
         data["clips"] = None if self.clips is None else [c.__dict__ for c in self.clips]
+        data["captions"] = None if self.captions is None else list(self.captions)
         return data
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> "VideoEntry":
-        clips = data.get("clips")
-        return VideoEntry(**{**data, "clips": None if clips is None else tuple(GivenClip(**c) for c in clips)})
+        clips, captions = data.get("clips"), data.get("captions")
+        return VideoEntry(**{**data, "clips": None if clips is None else tuple(GivenClip(**c) for c in clips),
+                             "captions": None if captions is None else tuple(captions)})
 
 
 @dataclass
@@ -164,14 +171,41 @@ def _parse_clips(raw: Any, video_id: str) -> tuple[GivenClip, ...] | None:
     return tuple(clips)
 
 
-def _entry_from_record(record: Any, line: int, base_dir: Path, video_index: _VideoIndex) -> VideoEntry:
-    """One manifest record (HD-VILA or ours) -> VideoEntry; StageError(stage="manifest") if malformed."""
+def _parse_retrieval(record: dict[str, Any], video_id: str) -> tuple[tuple[str, ...], tuple[GivenClip, ...] | None]:
+    """A retrieval record's captions (non-empty strings) and its one clip: the `span` when
+    given, else None (the whole video, known once probed)."""
+    captions = record.get("captions")
+    if not isinstance(captions, list) or not captions:
+        raise StageError("manifest", f"expected 'captions': a non-empty list of strings, found {captions!r:.80}")
+    cleaned = tuple(c.strip() for c in captions if isinstance(c, str) and c.strip())
+    if len(cleaned) != len(captions):
+        raise StageError("manifest", f"expected every caption to be a non-empty string, found {captions!r:.80}")
+    if record.get("clips") is not None or record.get("clip") is not None:
+        raise StageError("manifest", "a retrieval video is one clip: give 'span': [start, end], not 'clips'")
+    span = record.get("span")
+    if span is None:
+        return cleaned, None
+    return cleaned, _parse_clips([{"clip_id": video_id, "span": span}], video_id)
+
+
+def _entry_from_record(record: Any, line: int, base_dir: Path, video_index: _VideoIndex,
+                       retrieval: bool = False) -> VideoEntry:
+    """One manifest record (HD-VILA or ours; with `retrieval`, a retrieval-set record) ->
+    VideoEntry; StageError(stage="manifest") if malformed."""
     if not isinstance(record, dict):
         raise StageError("manifest", f"expected a JSON object, found {type(record).__name__}")
     video_id = record.get("video_id")
     if not isinstance(video_id, str) or not video_id.strip():
         raise StageError("manifest", f"missing or empty 'video_id' (found {video_id!r})")
     video_id = video_id.strip()
+    if retrieval:
+        captions, clips = _parse_retrieval(record, video_id)
+        raw_path = record.get("path")
+        if raw_path:
+            return VideoEntry(video_id, _resolve(str(raw_path), base_dir), None, clips, line, captions=captions)
+        found = video_index.find(video_id)
+        reason = None if found else f"no video file named {video_id}.* under {video_index.root}"
+        return VideoEntry(video_id, str(found) if found else None, None, clips, line, reason, captions)
     clips = _parse_clips(record.get("clips", record.get("clip")), video_id)
     raw_path = record.get("path")
     if raw_path:  # our manifest form
@@ -232,17 +266,27 @@ def read_manifest(input_path: str | Path, video_root: str | Path | None = None) 
         return read_folder(input_path)
     if not input_path.is_file():
         raise FileNotFoundError(f"input {input_path} is neither a manifest file nor a folder of videos")
-    base_dir = input_path.parent
-    video_index = _VideoIndex(Path(video_root)) if video_root else _VideoIndex(base_dir)
     suffix = input_path.suffix.lower()
     records = _iter_parquet(input_path) if suffix == ".parquet" else _iter_jsonl(input_path)
-    result = ManifestReadResult(form="parquet" if suffix == ".parquet" else "jsonl")
+    return entries_from_records(records, input_path, video_root,
+                                form="parquet" if suffix == ".parquet" else "jsonl")
+
+
+def entries_from_records(records: Iterable[tuple[int, Any]], input_path: Path,
+                         video_root: str | Path | None = None, *, form: str,
+                         retrieval: bool = False) -> ManifestReadResult:
+    """(line, record) pairs of `input_path` -> entries; a malformed record or a duplicate id is
+    an error row. Relative paths resolve against the file's folder; videos without a path are
+    found by id under `video_root` (default: that folder)."""
+    base_dir = input_path.parent
+    video_index = _VideoIndex(Path(video_root)) if video_root else _VideoIndex(base_dir)
+    result = ManifestReadResult(form=form)
     first_line: dict[str, int] = {}
     for line, record in records:
         try:
             if isinstance(record, StageError):
                 raise record
-            entry = _entry_from_record(record, line, base_dir, video_index)
+            entry = _entry_from_record(record, line, base_dir, video_index, retrieval)
         except StageError as exc:
             vid = record.get("video_id") if isinstance(record, dict) else None
             result.errors.append(exc.to_row(video_id=vid if isinstance(vid, str) else None,

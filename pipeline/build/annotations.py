@@ -1,0 +1,214 @@
+"""Read retrieval-set annotations (captions per video) into manifest records for the builder.
+
+A retrieval set (DESIGN.md section 2) is built by the same builder as the corpus: one clip per
+video (the given span, else the whole video), its `json` carrying `captions` (a list) and no
+subtitle. This module only turns each annotation form into records of our manifest form,
+`{"video_id", "captions": [...], "path"?, "span"?}`, with the line each came from; finding the
+videos (under `--video-root`, by id, any extension) is `pipeline/build/manifest.py`'s job.
+
+Forms, detected from the file (`detect_form`):
+- `msrvtt-json`: MSR-VTT's `MSRVTT_data.json`, `{"videos": [{"video_id", ...}], "sentences":
+  [{"video_id", "caption", "sen_id"?}]}` (20 sentences per video). A sentence naming a video that
+  is not in "videos" is an error row; so is a video without any sentence.
+- `csv`: a CSV with a header holding at least `video_id` and `sentence` (or `caption`), e.g.
+  the JSFusion MSR-VTT 1k-A test list (`key,vid_key,video_id,sentence`); several rows of one
+  video are several captions.
+- `activitynet`: ActivityNet-Captions style `{video_id: {"sentences": [...], "timestamps"?,
+  "duration"?}}`; a video's sentences are joined into one paragraph (paragraph-to-video retrieval,
+  as for DiDeMo and ActivityNet).
+- `jsonl`: one `{"video_id", "path"?, "captions": [...], "span"?: [start, end]}` per line.
+With `paragraph=True` any form joins each video's captions into one paragraph.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.build.manifest import ManifestReadResult, entries_from_records
+from pipeline.errors import ErrorRow
+
+FORMS = ("msrvtt-json", "csv", "activitynet", "jsonl")
+STAGE = "annotations"
+#: Column names of a caption in the CSV form (JSFusion's list says "sentence").
+CSV_TEXT_COLUMNS = ("sentence", "caption")
+
+
+class AnnotationFormatError(ValueError):
+    """The annotation file as a whole is not one of the accepted forms."""
+
+
+def join_paragraph(sentences: list[str]) -> str:
+    """A video's sentences as one paragraph (DiDeMo / ActivityNet paragraph-to-video retrieval)."""
+    return " ".join(sentence.strip() for sentence in sentences if sentence.strip())
+
+
+def detect_form(path: Path) -> str:
+    """The annotation form of `path`, from its suffix and, for .json, its top-level keys."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix == ".jsonl":
+        return "jsonl"
+    if suffix == ".json":
+        data = _load_json(path)
+        if isinstance(data, dict) and "videos" in data and "sentences" in data:
+            return "msrvtt-json"
+        if isinstance(data, dict) and data and all(
+                isinstance(v, dict) and "sentences" in v for v in data.values()):
+            return "activitynet"
+        keys = sorted(data)[:5] if isinstance(data, dict) else type(data).__name__
+        raise AnnotationFormatError(
+            f"{path}: expected MSR-VTT JSON ('videos' and 'sentences') or ActivityNet-style JSON "
+            f"({{video_id: {{'sentences': [...]}}}}), found {keys}")
+    raise AnnotationFormatError(f"{path}: expected an annotation file ending in .json, .csv or .jsonl, "
+                                f"found {path.name!r}")
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        raise AnnotationFormatError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}") from None
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+class _Grouper:
+    """Captions grouped by video in first-appearance order, with the line of each video's first caption."""
+
+    def __init__(self) -> None:
+        self.captions: dict[str, list[str]] = {}
+        self.first_line: dict[str, int] = {}
+
+    def add(self, video_id: str, caption: str, line: int) -> None:
+        self.captions.setdefault(video_id, []).append(caption)
+        self.first_line.setdefault(video_id, line)
+
+
+def _msrvtt_records(path: Path) -> tuple[list[tuple[int, Any]], list[ErrorRow]]:
+    """Lines are 1-based positions in the "sentences" list (videos: in the "videos" list)."""
+    data = _load_json(path)
+    errors: list[ErrorRow] = []
+    videos: list[str] = []
+    for index, video in enumerate(data["videos"], start=1):
+        video_id = _text_or_none(video.get("video_id")) if isinstance(video, dict) else None
+        if video_id is None:
+            errors.append(ErrorRow(None, None, STAGE, f"videos[{index - 1}]: expected an object with a "
+                                                      f"'video_id', found {video!r:.80}", str(path), index))
+        elif video_id not in videos:
+            videos.append(video_id)
+    known = set(videos)
+    grouper = _Grouper()
+    for index, sentence in enumerate(data["sentences"], start=1):
+        record = sentence if isinstance(sentence, dict) else {}
+        video_id, caption = _text_or_none(record.get("video_id")), _text_or_none(record.get("caption"))
+        if video_id is None or caption is None:
+            errors.append(ErrorRow(video_id, None, STAGE, f"sentences[{index - 1}]: expected 'video_id' and a "
+                                                          f"non-empty 'caption', found {sentence!r:.80}",
+                                   str(path), index))
+        elif video_id not in known:
+            errors.append(ErrorRow(video_id, None, STAGE, f"sentences[{index - 1}] is a caption for video "
+                                                          f"{video_id!r}, which is not in 'videos'",
+                                   str(path), index))
+        else:
+            grouper.add(video_id, caption, index)
+    records = []
+    for video_id in videos:
+        if video_id not in grouper.captions:
+            errors.append(ErrorRow(video_id, None, STAGE, "no caption in 'sentences' for this video "
+                                                          "(a retrieval video needs at least one)", str(path)))
+            continue
+        records.append((grouper.first_line[video_id],
+                        {"video_id": video_id, "captions": grouper.captions[video_id]}))
+    return records, errors
+
+
+def _csv_records(path: Path) -> tuple[list[tuple[int, Any]], list[ErrorRow]]:
+    """Lines are the CSV's physical line numbers (header = 1)."""
+    errors: list[ErrorRow] = []
+    grouper = _Grouper()
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        header = [name.strip() for name in reader.fieldnames or []]
+        reader.fieldnames = header
+        text_column = next((c for c in CSV_TEXT_COLUMNS if c in header), None)
+        if "video_id" not in header or text_column is None:
+            raise AnnotationFormatError(f"{path}: expected a CSV header with 'video_id' and 'sentence' (or "
+                                        f"'caption'), found {header}")
+        for row in reader:
+            line = reader.line_num
+            video_id, caption = _text_or_none(row.get("video_id")), _text_or_none(row.get(text_column))
+            if video_id is None or caption is None:
+                errors.append(ErrorRow(video_id, None, STAGE, f"expected a video_id and a non-empty "
+                                                              f"{text_column!r}, found {row!r:.80}",
+                                       str(path), line))
+                continue
+            grouper.add(video_id, caption, line)
+    records = [(grouper.first_line[v], {"video_id": v, "captions": c}) for v, c in grouper.captions.items()]
+    return records, errors
+
+
+def _activitynet_records(path: Path) -> tuple[list[tuple[int, Any]], list[ErrorRow]]:
+    """Lines are 1-based positions among the file's videos. Always paragraphs."""
+    errors: list[ErrorRow] = []
+    records = []
+    for index, (video_id, entry) in enumerate(_load_json(path).items(), start=1):
+        sentences = entry.get("sentences")
+        captions = [s for s in sentences if _text_or_none(s)] if isinstance(sentences, list) else []
+        if not captions:
+            errors.append(ErrorRow(video_id, None, STAGE, f"expected a non-empty 'sentences' list, found "
+                                                          f"{sentences!r:.80}", str(path), index))
+            continue
+        records.append((index, {"video_id": video_id, "captions": [join_paragraph(captions)]}))
+    return records, errors
+
+
+def _jsonl_records(path: Path) -> tuple[list[tuple[int, Any]], list[ErrorRow]]:
+    """Records as they are (checked by the manifest reader); unparsable lines are error rows."""
+    records: list[tuple[int, Any]] = []
+    errors: list[ErrorRow] = []
+    with open(path, "rb") as handle:
+        for line, raw in enumerate(handle, start=1):
+            text = raw.decode("utf-8", errors="replace").strip()
+            if not text:
+                continue
+            try:
+                records.append((line, json.loads(text)))
+            except json.JSONDecodeError as exc:
+                errors.append(ErrorRow(None, None, STAGE, f"line is not valid JSON: {exc.msg} at column "
+                                                          f"{exc.colno}", str(path), line))
+    return records, errors
+
+
+_READERS = {"msrvtt-json": _msrvtt_records, "csv": _csv_records,
+            "activitynet": _activitynet_records, "jsonl": _jsonl_records}
+
+
+def read_annotations(path: str | Path, video_root: str | Path | None = None, *,
+                     form: str | None = None, paragraph: bool = False) -> ManifestReadResult:
+    """The retrieval videos of an annotation file, as manifest entries carrying their captions.
+
+    form: one of FORMS, or None to detect it. paragraph: join each video's captions into one.
+    Videos are found by id under `video_root` (default: the file's folder) unless a JSONL
+    record gives a `path`. Raises FileNotFoundError / AnnotationFormatError for an unusable file;
+    a bad row is an error row, the rest is read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file {path} does not exist")
+    form = form or detect_form(path)
+    if form not in _READERS:
+        raise AnnotationFormatError(f"expected an annotation form in {FORMS}, found {form!r}")
+    records, errors = _READERS[form](path)
+    if paragraph:
+        for _, record in records:
+            if isinstance(record, dict) and isinstance(record.get("captions"), list):
+                record["captions"] = [join_paragraph([str(c) for c in record["captions"]])]
+    result = entries_from_records(records, path, video_root, form=form, retrieval=True)
+    result.errors[:0] = errors
+    return result
