@@ -9,6 +9,7 @@ at any point and rerun ends with exactly the output of an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,8 +25,9 @@ from tqdm import tqdm
 from pipeline.atomic import write_json_atomic, write_parquet_atomic
 from pipeline.build.build_shard import build_shard
 from pipeline.build.config import PipelineConfig
-from pipeline.build.manifest import VideoEntry, read_manifest
+from pipeline.build.manifest import ManifestReadResult, VideoEntry, read_manifest
 from pipeline.errors import ERROR_TABLE_SCHEMA, failure_counts
+from pipeline.output_lock import BUILD_LOCK_FILENAME, CAPTION_LOCK_FILENAME, output_lock
 from pipeline.ray_session import ray_session
 from pipeline.shards import read_stats, remove_stale_temporaries
 from vipstream.config import ConfigError, config_to_dict, save_config
@@ -72,18 +74,23 @@ def _remove_previous_build(out_dir: Path) -> None:
 
     Stats go first, so a run killed half-way through this still never sees a finished shard of
     the old build, and the old plan stays until the new one replaces it, so such a run is
-    refused again until --overwrite finishes. Caption sidecars go too: they join clips by key.
+    refused again until --overwrite finishes. Caption sidecars go too: they join clips by key;
+    a caption run still writing them is refused first (its lock), before anything is removed.
     """
-    shards_dir = out_dir / SHARDS_DIRNAME
-    for pattern in ("*.stats.json", "*.tar"):
-        for path in shards_dir.glob(pattern):
-            path.unlink()
-    for name in (MANIFEST_FILENAME, ERRORS_FILENAME, SUMMARY_FILENAME):
-        (out_dir / name).unlink(missing_ok=True)
-    if (out_dir / CAPTIONS_DIRNAME).is_dir():
-        log.warning("--overwrite: removing caption sidecars of the previous build in %s",
-                    out_dir / CAPTIONS_DIRNAME)
-        shutil.rmtree(out_dir / CAPTIONS_DIRNAME)
+    captions_root = out_dir / CAPTIONS_DIRNAME
+    with contextlib.ExitStack() as held:
+        if captions_root.is_dir():
+            for folder in sorted(p for p in captions_root.iterdir() if p.is_dir()):
+                held.enter_context(output_lock(folder / CAPTION_LOCK_FILENAME, "vipstream build --overwrite"))
+        shards_dir = out_dir / SHARDS_DIRNAME
+        for pattern in ("*.stats.json", "*.tar"):
+            for path in shards_dir.glob(pattern):
+                path.unlink()
+        for name in (MANIFEST_FILENAME, ERRORS_FILENAME, SUMMARY_FILENAME):
+            (out_dir / name).unlink(missing_ok=True)
+        if captions_root.is_dir():
+            log.warning("--overwrite: removing caption sidecars of the previous build in %s", captions_root)
+            shutil.rmtree(captions_root)
 
 
 def _build_shard_task(entries: list[dict[str, Any]], shard: int, out_dir: str,
@@ -192,6 +199,14 @@ def run_build(input_path: str | Path, out_dir: str | Path, cfg: PipelineConfig, 
              len(listing.errors))
     groups = assign_shards(listing.entries, cfg.videos_per_shard)
     (out_dir / SHARDS_DIRNAME).mkdir(parents=True, exist_ok=True)
+    # One build per OUT: taken before anything is cleaned up or removed, held to the end.
+    with output_lock(out_dir / BUILD_LOCK_FILENAME, "vipstream build"):
+        return _build_locked(listing, groups, out_dir, cfg, ray_address, overwrite, progress, started)
+
+
+def _build_locked(listing: ManifestReadResult, groups: list[list[VideoEntry]], out_dir: Path,
+                  cfg: PipelineConfig, ray_address: str | None, overwrite: bool, progress: bool,
+                  started: float) -> dict[str, Any]:
     _check_or_write_plan(out_dir, _plan_fingerprint(listing.entries, cfg), len(groups), overwrite)
     save_config(cfg, out_dir / CONFIG_FILENAME)  # only once the output is known to be this build's
     removed = remove_stale_temporaries(out_dir)

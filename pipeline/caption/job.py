@@ -31,6 +31,7 @@ from pipeline.caption.captioner import CaptionerConfig, CaptionerLoadError, chec
 from pipeline.caption.sidecars import SidecarWriter
 from pipeline.caption.stages import CaptionerActor, read_and_decode_shard
 from pipeline.errors import failure_counts
+from pipeline.output_lock import CAPTION_LOCK_FILENAME, output_lock
 from vipstream.config import ConfigError, config_to_dict
 from vipstream.errors import JobError
 from vipstream.schema import SHARDS_DIRNAME, caption_sidecar_path, captions_dir, shard_stats_path, shard_stem
@@ -189,10 +190,6 @@ def run_caption_job(out_dir: str | Path, cfg: CaptionerConfig, ray_address: str 
     Raises ConfigError (missing/empty shards dir, id taken by another captioner) or
     CaptionerLoadError (the model cannot be loaded) before any Ray work starts.
     """
-    from tqdm import tqdm
-
-    from pipeline.ray_session import ray_session
-
     started = time.perf_counter()
     out_dir = resolve_out_dir(out_dir)
     finished, unfinished = list_shards(out_dir)
@@ -202,6 +199,19 @@ def run_caption_job(out_dir: str | Path, cfg: CaptionerConfig, ray_address: str 
               "model_identity": model_record["model_path"] or model_record["model"],
               "generation": cfg.generation_settings(), "config": config_to_dict(cfg),
               "created": datetime.now(timezone.utc).isoformat()}
+    # One caption run per captioner id: taken before its folder's temporaries are cleaned up.
+    with output_lock(captions_dir(out_dir, captioner_id) / CAPTION_LOCK_FILENAME, "vipstream caption"):
+        return _caption_locked(out_dir, cfg, captioner_id, record, finished, unfinished, ray_address,
+                               progress, started)
+
+
+def _caption_locked(out_dir: Path, cfg: CaptionerConfig, captioner_id: str, record: dict[str, Any],
+                    finished: list[tuple[int, Path]], unfinished: list[int], ray_address: str | None,
+                    progress: bool, started: float) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from pipeline.ray_session import ray_session
+
     folder = _check_captioner_dir(out_dir, captioner_id, record, cfg.overwrite)
     pending = [(i, p) for i, p in finished
                if cfg.overwrite or not caption_sidecar_path(out_dir, captioner_id, i).exists()]

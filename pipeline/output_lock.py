@@ -1,0 +1,79 @@
+"""One writer per output: an `fcntl.flock` on a lock file, held for the whole job.
+
+Two builds into one OUT (or two caption runs under one captioner id) break each other: the
+second run's clean-up of stale temporaries deletes the first run's files in progress. So a
+writing job takes an exclusive, non-blocking flock first, before any clean-up, and a second
+run is refused at once with the holder's host, pid and start time. The kernel drops a flock
+when its process dies (SIGKILL included), so a killed run never leaves a stale lock: the file
+stays, with the last holder's details, but locking it succeeds again. Read-only commands
+(`vipstream inspect`) take no lock.
+
+The lock file is hidden (`.vipstream.lock` in OUT, `.lock` in a captioner's folder), so no
+`*.tar` / `*.parquet` / `*.json` pattern ever picks it up. flock is per open file: a second
+`output_lock` on the same file in the same process is refused too, which is what we want.
+On NFS, Linux maps flock to POSIX byte-range locks, which NFSv4 serves across machines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import socket
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from vipstream.errors import JobError
+
+#: The build's lock, in OUT; a caption run locks `OUT/captions/{id}/CAPTION_LOCK_FILENAME`.
+BUILD_LOCK_FILENAME = ".vipstream.lock"
+CAPTION_LOCK_FILENAME = ".lock"
+
+
+class OutputLockedError(JobError):
+    """Another live process is writing this output. The CLI exits 1, as for any job that could
+    not run to the end; rerunning once the holder has finished (or died) proceeds."""
+
+
+def _holder_text(handle) -> str:
+    handle.seek(0)
+    raw = handle.read(4096)
+    try:
+        holder = json.loads(raw)
+        return (f"{holder.get('job', 'a vipstream job')} on host {holder.get('host')}, "
+                f"pid {holder.get('pid')}, started {holder.get('started')}")
+    except (ValueError, AttributeError):
+        return "a vipstream job that has not yet recorded itself (it is just starting)"
+
+
+@contextlib.contextmanager
+def output_lock(path: Path, job: str) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created if missing) while the block runs.
+
+    Raises OutputLockedError naming the holder if another process (or another open of the same
+    file) holds it. `job` (e.g. "vipstream build") is written into the file for that message.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    with os.fdopen(fd, "r+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise OutputLockedError(
+                f"{path.parent} is in use by {_holder_text(handle)} (lock file {path}); "
+                f"wait for it to finish, or stop it, then rerun") from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"job": job, "host": socket.gethostname(), "pid": os.getpid(),
+                                     "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+            handle.flush()
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
