@@ -33,6 +33,7 @@ batches, then `retrieval_metrics` plain and with DSL.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -193,7 +194,7 @@ def _load_encoders(model: Any, baseline: str | None) -> _Encoders:
         folder = Path(model)
         if not (folder / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{folder}: expected a checkpoint folder with {CONFIG_NAME}, found none")
-        is_clip_vip = MODEL_TYPE in (folder / CONFIG_NAME).read_text()
+        is_clip_vip = MODEL_TYPE in json.loads((folder / CONFIG_NAME).read_text())  # a top-level key
         if baseline is None and not is_clip_vip:
             raise ValueError(f"{folder} is a plain CLIP checkpoint, not CLIP-ViP: evaluate it with "
                              f"baseline='meanpool' (--baseline meanpool), or convert it with "
