@@ -43,7 +43,7 @@ def test_both_gives_every_clip_its_manifest_subtitle_its_sidecar_caption_and_cli
     assert first.frame.shape == (4, 3, 32, 32) and first.frame.dtype == torch.bfloat16
     for name in ("subtitle_ids", "subtitle_mask", "caption_ids", "caption_mask"):
         assert getattr(first, name).shape == (4, 70) and getattr(first, name).dtype == torch.long
-    assert first.text_ids is None and first.text_is_caption is None and first.captions is None
+    assert first.text_ids is None and first.text_is_caption is None and first.captions == [[]] * 4
     assert summed_counts(got) == {}  # no skip, no fallback, no middle-frame mismatch
 
     subtitles, captions = manifest_subtitles(out_dir), sidecar_rows(out_dir, captioner)
@@ -119,12 +119,15 @@ def test_a_clip_without_caption_row_falls_back_to_its_subtitle_flagged_and_count
     assert summed_counts(got) == {"caption_fallback": 1}
 
 
-def test_missing_caption_skip_drops_the_clip_and_counts_it(caption_row_removed, stand_in_clip):
+def test_missing_caption_skip_drops_the_clip_in_train_mode_and_counts_it(caption_row_removed, stand_in_clip):
     out_dir, removed = caption_row_removed
-    got = batches(data_config(out_dir, mode="eval", text_source="both", missing_caption="skip"), stand_in_clip)
+    cfg = data_config(out_dir, mode="train", text_source="both", missing_caption="skip", batch_size=3)
+    got = batches(cfg, stand_in_clip, limit=14)  # 42 clips: the 21 usable ones, twice around
     keys = [k for b in got for k in b.keys]
-    assert removed not in keys and len(keys) == len(manifest_subtitles(out_dir)) - 1
-    assert summed_counts(got) == {"missing_caption": 1}
+    assert removed not in keys and len(set(keys)) == len(manifest_subtitles(out_dir)) - 1
+    counts = summed_counts(got)  # counted when read: twice, or 3 times if read ahead into round 3
+    assert set(counts) == {"missing_caption"} and counts["missing_caption"] >= 2
+    assert all(bool(b.has_caption.all()) for b in got)
 
 
 def test_annotation_draws_one_reference_sentence_per_clip_reproducibly(captioned_corpus, stand_in_clip,
@@ -141,6 +144,7 @@ def test_annotation_draws_one_reference_sentence_per_clip_reproducibly(captioned
 
     runs = [batches(data_config(str(retrieval), captioner_id=None, mode="eval", text_source="annotation"),
                     stand_in_clip, seed=5) for _ in range(2)]
+    assert per_key(runs[0], "captions") == references
     first, second = (per_key(run, "text_ids") for run in runs)
     assert sorted(first) == sorted(references)
     assert {k: v.tolist() for k, v in first.items()} == {k: v.tolist() for k, v in second.items()}
@@ -150,5 +154,14 @@ def test_annotation_draws_one_reference_sentence_per_clip_reproducibly(captioned
         assert ids.tolist() == _ids(tokenizer, references[key][pick])
         picks.add(pick)
     assert len(picks) > 1
-    assert per_key(runs[0], "captions") == references
     assert not any(per_key(runs[0], "text_is_caption").values())
+
+    # eval reads every clip once: a clip without reference sentences still comes (a candidate
+    # video with "" as text and [] as captions), counted
+    without = str(out_dir / "shards" / "000001.tar")
+    got = batches(data_config(f"{retrieval},{without}", captioner_id=None, mode="eval",
+                              text_source="annotation"), stand_in_clip)
+    captions = per_key(got, "captions")
+    assert len(captions) == len(manifest_subtitles(out_dir))
+    assert summed_counts(got) == {"missing_text": len(captions) - len(references)}
+    assert all(captions[key] == [] for key in set(captions) - set(references))

@@ -57,8 +57,11 @@ class ClipSample:
 
 
 def collate(samples: list[ClipSample], text_source: str, tokenizer, max_length: int,
-            counts: dict[str, int]) -> Batch:
-    """Stack clips and tokenise each text field in one batched tokenizer call per field."""
+            counts: dict[str, int], always_captions: bool = False) -> Batch:
+    """Stack clips and tokenise each text field in one batched tokenizer call per field.
+
+    `captions` is a list (with [] for clips without) when any clip has reference sentences, or
+    always with `always_captions` (eval: evaluation iterates it for every batch)."""
     texts = [s.texts for s in samples]
 
     def tokens(values: list[str | None]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -81,6 +84,6 @@ def collate(samples: list[ClipSample], text_source: str, tokenizer, max_length: 
         subtitle_ids=subtitle_ids, subtitle_mask=subtitle_mask,
         caption_ids=caption_ids, caption_mask=caption_mask,
         text_ids=text_ids, text_mask=text_mask, text_is_caption=text_is_caption,
-        captions=captions if any(captions) else None,
+        captions=captions if always_captions or any(captions) else None,
         counts=dict(counts),
     )

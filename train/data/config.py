@@ -35,7 +35,8 @@ class TrainDataConfig:
                                   "'captions', for retrieval sets)")
     caption_ratio: float = _f(0.5, "mixed: probability that a pair's text is the caption")
     missing_caption: str = _f("fallback", "a clip without a caption row: fallback (use the subtitle, "
-                                          "flagged in has_caption) or skip")
+                                          "flagged in has_caption) or skip (train mode; eval keeps "
+                                          "every clip)")
     # DESIGN.md section 1: 12 frames for pretraining and most fine-tuning, 32 for long videos.
     num_frames: int = _f(12, "frames T per clip")
     # open_clip's per-GPU batch of the reference recipe (B/32: 32 per GPU on 32 GPUs).

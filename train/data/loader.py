@@ -68,13 +68,14 @@ def decode_samples(samples: Iterable[dict[str, Any]], cfg: TrainDataConfig, spec
 def batch_samples(samples: Iterable[ClipSample], cfg: TrainDataConfig, tokenizer, counts: SkipCounts) -> Iterator[Batch]:
     """Stage: full batches of cfg.batch_size; in eval mode the last one may be short."""
     pending: list[ClipSample] = []
+    eval_mode = cfg.mode == "eval"
     for sample in samples:
         pending.append(sample)
         if len(pending) == cfg.batch_size:
-            yield collate(pending, cfg.text_source, tokenizer, cfg.max_text_length, counts.take())
+            yield collate(pending, cfg.text_source, tokenizer, cfg.max_text_length, counts.take(), eval_mode)
             pending = []
-    if pending and cfg.mode == "eval":
-        yield collate(pending, cfg.text_source, tokenizer, cfg.max_text_length, counts.take())
+    if pending and eval_mode:
+        yield collate(pending, cfg.text_source, tokenizer, cfg.max_text_length, counts.take(), eval_mode)
 
 
 class ClipStream(torch.utils.data.IterableDataset):

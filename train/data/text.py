@@ -95,34 +95,42 @@ def choose_texts(sample: dict[str, Any], cfg: TrainDataConfig, seed: int, counts
 
     A missing caption falls back to the subtitle (counted `caption_fallback`, has_caption False)
     or skips the clip (`missing_caption`, with missing_caption=skip); a missing subtitle falls
-    back to the caption (`subtitle_fallback`); a clip with neither is skipped (`missing_text`).
+    back to the caption (`subtitle_fallback`); a clip with no usable text is skipped
+    (`missing_text`). Eval mode reads every clip exactly once, so there nothing is skipped for
+    its text: `skip` acts as `fallback` and a clip without text gets "" (still counted), e.g. a
+    retrieval-set clip without captions stays a candidate video.
     """
-    source = cfg.text_source
+    source, keep_every_clip = cfg.text_source, cfg.mode == "eval"
     subtitle, caption = _clean(sample["meta"].get("subtitle")), _clean(sample.get("caption"))
     captions = _annotations(sample["meta"])
     has_caption = caption is not None
     epoch, key = sample["epoch"], sample["key"]
 
+    def no_text() -> Texts | None:
+        counts["missing_text"] += 1
+        if not keep_every_clip:
+            return None
+        return Texts("" if source in ("subtitle", "both") else None,
+                     "" if source in ("caption", "both") else None, False,
+                     "" if source in ("mixed", "annotation") else None, False, captions)
+
     if source == "annotation":
         if captions is None:
-            counts["missing_text"] += 1
-            return None
+            return no_text()
         pick = int(sample_rng(seed, epoch, key, "annotation").integers(len(captions)))
         return Texts(None, None, False, captions[pick], False, captions)
 
     if source == "subtitle":
         if subtitle is None:
-            counts["missing_text"] += 1
-            return None
+            return no_text()
         return Texts(subtitle, None, has_caption, None, False, captions)
 
     if subtitle is None and caption is None:
-        counts["missing_text"] += 1
-        return None
+        return no_text()
     wants_caption = source in ("caption", "both") or (
         source == "mixed" and sample_rng(seed, epoch, key, "mixed").random() < cfg.caption_ratio)
     if wants_caption and caption is None:
-        if cfg.missing_caption == "skip":
+        if cfg.missing_caption == "skip" and not keep_every_clip:
             counts["missing_caption"] += 1
             return None
         counts["caption_fallback"] += 1
