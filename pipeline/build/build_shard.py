@@ -108,7 +108,8 @@ def _build_video(entry: VideoEntry, shard: int, cfg: PipelineConfig, spec: Trans
     if entry.path is None:
         raise StageError("input", entry.missing_reason or "video file not found")
     # A remote (fsspec URI) source is copied locally for the time of its cuts: ffmpeg reads local files only.
-    with local_copy(entry.path, cfg.remote_protocols, cfg.max_source_bytes) as video_path:
+    with local_copy(entry.path, cfg.remote_protocols, cfg.max_source_bytes,
+                    cfg.source_fetch_timeout_s) as video_path:
         probe = probe_video(video_path, timeout_s=cfg.probe_timeout_s)
         if entry.captions is not None:  # a retrieval video: its text is its captions, not subtitles
             report.video_seconds += probe.duration_s
@@ -117,7 +118,8 @@ def _build_video(entry: VideoEntry, shard: int, cfg: PipelineConfig, spec: Trans
         if not entry.subtitles:  # every clip would lack text and be dropped: say so, once, here
             raise StageError("subtitles", "no subtitle file for this video (looked beside it for the same "
                                           "stem + .vtt/.srt/.json3, e.g. ID.en.vtt): its clips would have no text")
-        with local_copy(entry.subtitles, cfg.remote_protocols, cfg.max_source_bytes) as subtitles_path:
+        with local_copy(entry.subtitles, cfg.remote_protocols, cfg.max_source_bytes,
+                        cfg.source_fetch_timeout_s) as subtitles_path:
             cues = load_subtitles(subtitles_path)
         report.video_seconds += probe.duration_s
         _cut_clips(entry, video_path, probe, cues, shard, cfg, spec, writer, report)

@@ -34,6 +34,10 @@ class PipelineConfig:
                                            "fsspec protocols a manifest path may use (http(s) is off: "
                                            "a manifest from the web must not make workers fetch URLs)")
     max_source_bytes: int = _f(50 * 1024 ** 3, "largest remote source copied locally, bytes")
+    # A stalled object store must not hold a shard task forever. 30 min copies a multi-GB
+    # video at a few MB/s; raise it for sources near max_source_bytes on a slow link.
+    source_fetch_timeout_s: float = _f(1800.0, "deadline to copy one remote source (video or subtitles) "
+                                               "locally, seconds; past it the video is an error row")
     # Ray
     cpus_per_task: float = _f(1.0, "CPUs Ray reserves per shard task")
     max_task_retries: int = _f(2, "Ray retries of a shard task whose worker died")
@@ -50,3 +54,5 @@ class PipelineConfig:
             raise ConfigError(f"short_side_px must be an even number >= 16, found {self.short_side_px}")
         if self.ffmpeg_threads < 1:
             raise ConfigError(f"ffmpeg_threads must be >= 1, found {self.ffmpeg_threads}")
+        if not self.source_fetch_timeout_s > 0:
+            raise ConfigError(f"source_fetch_timeout_s must be > 0, found {self.source_fetch_timeout_s}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -29,9 +30,22 @@ def uri_protocol(path: str) -> str | None:
     return match.group(1).lower() if match else None
 
 
+#: Remote sources are copied in chunks of this size; the copy checks between chunks whether its
+#: deadline has passed, so an abandoned copy stops writing within one chunk.
+_CHUNK_BYTES = 8 * 1024 * 1024
+
+
 @contextlib.contextmanager
-def local_copy(path: str | None, allowed_protocols: tuple[str, ...], max_bytes: int) -> Iterator[str | None]:
-    """Yield a local path for `path`: itself when local, else a temporary copy of the URI."""
+def local_copy(path: str | None, allowed_protocols: tuple[str, ...], max_bytes: int,
+               timeout_s: float | None = None) -> Iterator[str | None]:
+    """Yield a local path for `path`: itself when local, else a temporary copy of the URI.
+
+    The copy (size check included) must finish within `timeout_s` seconds (None: no limit): an
+    object store that stalls mid-read would otherwise hold the shard task forever. It runs in a
+    daemon thread the caller stops waiting for at the deadline (a read blocked in a driver cannot
+    be interrupted from Python); the thread stops at its next chunk and its partial file goes
+    with the temporary folder. Every failure is a StageError(stage="fetch") with its reason.
+    """
     protocol = uri_protocol(path) if path else None
     if protocol is None:
         yield path
@@ -43,21 +57,53 @@ def local_copy(path: str | None, allowed_protocols: tuple[str, ...], max_bytes: 
         import fsspec
 
         fs, remote_path = fsspec.core.url_to_fs(path)
-        size = fs.size(remote_path)
-    except FileNotFoundError:
-        raise StageError(STAGE, "remote file not found", source=path) from None
-    except Exception as exc:  # an unknown protocol, a missing driver, credentials, network
+    except Exception as exc:  # an unknown protocol, a missing driver
         raise StageError(STAGE, f"cannot open {protocol}:// source: {type(exc).__name__}: {exc}",
                          source=path) from None
-    if size is not None and size > max_bytes:
-        raise StageError(STAGE, f"remote file is {size} bytes, over max_source_bytes={max_bytes}", source=path)
     name = Path(remote_path).name
     local_name = sanitize_id(Path(name).stem) + "".join(c for c in Path(name).suffix if c.isalnum() or c == ".")
     with tempfile.TemporaryDirectory(prefix="vipstream_fetch_") as tmp:
         local = str(Path(tmp) / local_name)
-        try:
-            fs.get_file(remote_path, local)
-        except Exception as exc:
-            raise StageError(STAGE, f"copying the {protocol}:// source failed: {type(exc).__name__}: {exc}",
-                             source=path) from None
+        outcome: list[BaseException | None] = []
+        stop = threading.Event()
+        worker = threading.Thread(target=_copy_into, args=(fs, remote_path, local, max_bytes, stop, outcome),
+                                  name=f"fetch {name}", daemon=True)
+        worker.start()
+        worker.join(timeout_s)
+        if worker.is_alive():
+            stop.set()
+            raise StageError(STAGE, f"copying the {protocol}:// source did not finish within "
+                                    f"source_fetch_timeout_s={timeout_s:g} s (a stalled or too slow store)",
+                             source=path)
+        error = outcome[0] if outcome else None
+        if isinstance(error, StageError):
+            raise StageError(STAGE, error.reason, source=path)
+        if isinstance(error, FileNotFoundError):
+            raise StageError(STAGE, "remote file not found", source=path)
+        if error is not None:  # credentials, network, a broken driver
+            raise StageError(STAGE, f"copying the {protocol}:// source failed: {type(error).__name__}: {error}",
+                             source=path)
         yield local
+
+
+def _copy_into(fs, remote_path: str, local: str, max_bytes: int, stop: threading.Event,
+               outcome: list[BaseException | None]) -> None:
+    """Copy `remote_path` of `fs` to `local` in chunks (the body of local_copy's fetch thread);
+    the result (None or the exception) goes to `outcome`. Returns early once `stop` is set."""
+    try:
+        size = fs.size(remote_path)
+        if size is not None and size > max_bytes:
+            raise StageError(STAGE, f"remote file is {size} bytes, over max_source_bytes={max_bytes}")
+        copied = 0
+        with fs.open(remote_path, "rb") as source, open(local, "wb") as target:
+            while not stop.is_set():
+                chunk = source.read(_CHUNK_BYTES)
+                if not chunk:
+                    break
+                copied += len(chunk)
+                if copied > max_bytes:  # the size was unknown, or the object grew
+                    raise StageError(STAGE, f"remote file is over max_source_bytes={max_bytes}")
+                target.write(chunk)
+        outcome.append(None)
+    except BaseException as exc:  # handed to the caller, which raises it as a StageError
+        outcome.append(exc)

@@ -4,12 +4,18 @@ protocols outside `remote_protocols` are refused as error rows."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 
+import fsspec
 import pyarrow.parquet as pq
 import pytest
+from fsspec.implementations.local import LocalFileSystem
 
+from pipeline.build.build_shard import build_shard
 from pipeline.build.config import PipelineConfig
 from pipeline.build.jobs import run_build
+from pipeline.build.manifest import VideoEntry
 from pipeline.build.staging import local_copy, uri_protocol
 from pipeline.errors import StageError
 from tests.media import make_video
@@ -58,3 +64,76 @@ def test_a_manifest_of_uris_builds_like_local_files(ray_local, tmp_path):
     assert summary["clips"] == 1 and rows[0]["subtitle"] == "A fetched clip."
     (error,) = pq.read_table(tmp_path / "out" / "errors.parquet").to_pylist()
     assert error["video_id"] == "web" and error["stage"] == "fetch" and "https" in error["reason"]
+
+
+# ---------------------------------------------------------------- a stalled object store
+
+class _StallingFileSystem(LocalFileSystem):
+    """A real fsspec filesystem ("stalltest://" over local files) whose reads of any file named
+    stalled* block until `released` is set: an object store that accepted the request and then
+    went silent. Metadata calls answer at once, as a store's HEAD would."""
+
+    protocol = ("stalltest",)
+    released = threading.Event()
+
+    def _open(self, path, mode="rb", block_size=None, **kwargs):
+        handle = super()._open(path, mode, block_size, **kwargs)
+        if not str(path).rsplit("/", 1)[-1].startswith("stalled"):
+            return handle
+        released = self.released
+
+        class _Stalled:
+            def read(self, size=-1):
+                released.wait()
+                return handle.read(size)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                handle.close()
+
+        return _Stalled()
+
+
+@pytest.fixture
+def stalling_store():
+    fsspec.register_implementation("stalltest", _StallingFileSystem, clobber=True)
+    _StallingFileSystem.released.clear()
+    yield "stalltest"
+    _StallingFileSystem.released.set()  # let the abandoned copy threads finish
+
+
+def test_a_stalled_remote_copy_hits_its_deadline(tmp_path, stalling_store):
+    (tmp_path / "stalled.mp4").write_bytes(b"video bytes")
+    (tmp_path / "fine.mp4").write_bytes(b"video bytes")
+    started = time.monotonic()
+    with pytest.raises(StageError, match=r"did not finish within source_fetch_timeout_s=1 s") as caught:
+        with local_copy(f"stalltest://{tmp_path}/stalled.mp4", ("stalltest",), max_bytes=100, timeout_s=1):
+            pass
+    assert time.monotonic() - started < 10 and caught.value.stage == "fetch"
+    with local_copy(f"stalltest://{tmp_path}/fine.mp4", ("stalltest",), max_bytes=100, timeout_s=5) as local:
+        assert open(local, "rb").read() == b"video bytes"
+
+
+def test_a_video_on_a_stalled_store_becomes_an_error_row_and_its_neighbour_is_built(tmp_path, stalling_store):
+    (tmp_path / "remote").mkdir()
+    for name in ("stalled", "fine"):
+        make_video(tmp_path / "remote" / f"{name}.mp4", seconds=5)
+        (tmp_path / "remote" / f"{name}.vtt").write_text("WEBVTT\n\n00:00:00.000 --> 00:00:04.500\nA clip.\n")
+    entries = [VideoEntry(name, f"stalltest://{tmp_path}/remote/{name}.mp4",
+                          subtitles=f"stalltest://{tmp_path}/remote/{name}.vtt") for name in ("stalled", "fine")]
+    cfg = PipelineConfig(remote_protocols=("stalltest",), source_fetch_timeout_s=2)
+    started = time.monotonic()
+    stats = build_shard(entries, 0, str(tmp_path / "out"), cfg)  # the shard task's body, as Ray runs it
+    assert time.monotonic() - started < 60
+    (error,) = stats["errors"]
+    assert error["video_id"] == "stalled" and error["stage"] == "fetch"
+    assert "source_fetch_timeout_s=2" in error["reason"] and error["source"].endswith("stalled.mp4")
+    assert stats["clips"] == 1 and stats["rows"][0]["video_id"] == "fine"
+
+
+def test_the_fetch_deadline_is_a_documented_config_key():
+    assert PipelineConfig().source_fetch_timeout_s == 1800
+    with pytest.raises(Exception, match="source_fetch_timeout_s must be > 0"):
+        PipelineConfig(source_fetch_timeout_s=0).validate()
