@@ -22,6 +22,7 @@ from pipeline.build.jobs import run_build
 from pipeline.caption.captioner import CaptionerConfig
 from pipeline.caption.job import run_caption_job
 from pipeline.output_lock import BUILD_LOCK_FILENAME, CAPTION_LOCK_FILENAME, OutputLockedError, output_lock
+from pipeline.ray_session import AUTH_NOTE
 from tests.conftest import REPO_ROOT, vipstream_cmd
 from tests.media import make_video
 
@@ -104,6 +105,8 @@ def test_a_second_build_into_a_locked_output_is_refused_at_once_and_runs_once_th
     built = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr
     assert json.loads(built.stdout)["clips"] == 1
+    # Ray's token-auth warning is said once in our words (pipeline/ray_session.py), not Ray's.
+    assert AUTH_NOTE in built.stderr and "Token authentication is enabled" not in built.stderr
     assert not in_progress.exists()  # now a stale temporary, cleaned up by the lock's new holder
 
 
