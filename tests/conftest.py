@@ -100,3 +100,21 @@ def vipstream_cmd() -> list[str]:
     """The installed console script, run as a user would."""
     script = VENV_BIN / "vipstream"
     return [str(script)] if script.exists() else ["python", "-m", "vipstream.cli"]
+
+
+@pytest.fixture(scope="session")
+def retrieval_set(ray_local, tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny MSR-VTT-form retrieval set (tests/retrieval_sets.py: six solid-colour videos, three
+    captions each, plus one caption for an unknown video) built in process by `vipstream build
+    --annotations` (2 shards): (out_dir, annotation file)."""
+    from tests.retrieval_sets import write_msrvtt_set
+    from vipstream.cli import main
+
+    folder = tmp_path_factory.mktemp("retrieval_set")
+    annotations = write_msrvtt_set(folder, extra_sentences=[
+        {"video_id": "video99", "caption": "a caption for a video not in the list", "sen_id": 99}])
+    out_dir = folder / "out"
+    code = main(["build", "--annotations", str(annotations), "--video-root", str(folder / "videos"),
+                 "--output", str(out_dir), "--videos-per-shard", "4", "--short-side-px", "32", "--no-progress"])
+    assert code == 0, f"vipstream build --annotations exited {code}"
+    return out_dir, annotations

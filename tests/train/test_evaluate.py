@@ -146,3 +146,26 @@ def test_torch_and_numpy_inputs_agree():
 def test_bad_inputs_say_what_was_expected(sim, text_video, message):
     with pytest.raises(ValueError, match=message):
         retrieval_metrics(sim, text_video)
+
+
+# ------------------------------------------------------------------------------- evaluate_model
+def test_evaluate_model_on_a_built_retrieval_set_from_a_model_object_or_its_folder(retrieval_set, stand_in_clip,
+                                                                                  tmp_path):
+    from model.clip_vip import CLIPViPModel
+    from tests.retrieval_sets import CAPTION_TEMPLATES, COLOURS
+    from train.evaluate import evaluate_model
+
+    out_dir, _ = retrieval_set
+    model = CLIPViPModel.from_clip(stand_in_clip)
+    folder = model.save_pretrained(tmp_path / "ckpt")
+    model.train()  # as the trainer hands it over mid-run
+    in_memory = evaluate_model(model, out_dir, None, num_frames=4, batch_size=4, progress=False)
+    assert model.training  # put back as found
+    from_folder = evaluate_model(str(folder), out_dir, num_frames=4, batch_size=5, progress=False)
+    assert set(in_memory) == {"plain", "dsl", "num_videos", "num_texts", "num_frames", "baseline", "seconds"}
+    assert in_memory["num_videos"] == len(COLOURS)
+    assert in_memory["num_texts"] == len(COLOURS) * len(CAPTION_TEMPLATES)
+    for kind in ("plain", "dsl"):
+        for direction in ("t2v", "v2t"):
+            for name, value in in_memory[kind][direction].items():  # same model, other batching
+                assert value == pytest.approx(from_folder[kind][direction][name]), (kind, direction, name)

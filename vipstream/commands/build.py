@@ -19,12 +19,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "build", help="cut, transcode and shard a raw video corpus (resumable Ray job)",
         description="Read an HD-VILA meta JSONL, a vipstream manifest (JSONL/parquet) or a folder of "
                     "videos; write OUT/shards/*.tar, OUT/manifest.parquet, OUT/errors.parquet. "
-                    "Rerunning the same command resumes.")
-    parser.add_argument("--input", required=True, type=Path, help="manifest file or folder of videos")
+                    "Rerunning the same command resumes. With --annotations instead of --input, build a "
+                    "retrieval set: one clip per video (its span, else the whole video) whose json "
+                    "carries 'captions'. Annotation forms, detected from the file: MSR-VTT's "
+                    "MSRVTT_data.json ('videos' + 'sentences'), a CSV with video_id and sentence columns "
+                    "(the JSFusion 1k-A test list), ActivityNet-style JSON {video_id: {'sentences': [...]}} "
+                    "(joined into one paragraph), or JSONL {video_id, path?, captions: [...], span?}. "
+                    "Videos without a path are found by id under --video-root; a caption for an unknown "
+                    "video is an error row.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", type=Path, help="manifest file or folder of videos")
+    source.add_argument("--annotations", type=Path,
+                        help="retrieval-set annotation file (.json MSR-VTT or ActivityNet form, .csv, .jsonl)")
+    parser.add_argument("--paragraph", action="store_true",
+                        help="with --annotations: join each video's captions into one paragraph "
+                             "(DiDeMo/ActivityNet paragraph-to-video retrieval)")
     parser.add_argument("--output", required=True, type=Path, help="output directory")
     parser.add_argument("--config", type=Path, default=None, help="YAML config (e.g. configs/pipeline.yaml)")
     parser.add_argument("--video-root", type=Path, default=None,
-                        help="where HD-VILA videos live, found by video_id (default: the manifest's folder)")
+                        help="where HD-VILA (or annotated) videos live, found by video_id (default: the "
+                             "manifest's folder)")
     parser.add_argument("--ray-address", default=None, help="join a running Ray cluster ('auto' or host:port)")
     parser.add_argument("--overwrite", action="store_true", help="rebuild every shard instead of resuming")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -40,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
     from vipstream.config import config_to_dict, load_config, overrides_from_args
 
     cfg = load_config(PipelineConfig, args.config, overrides_from_args(args, PipelineConfig))
+    if args.paragraph and not args.annotations:
+        print("vipstream build: --paragraph joins the captions of --annotations; it needs --annotations",
+              file=sys.stderr)
+        return 2
     if args.captioner:  # fail fast: a captioner that cannot load must not cost a whole build
         from pipeline.caption.captioner import CaptionerConfig, CaptionerLoadError, check_captioner
 
@@ -49,9 +67,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"vipstream build: {exc}", file=sys.stderr)
             return 2
     log.info("config: %s", json.dumps(config_to_dict(cfg)))
-    summary = run_build(args.input, args.output, cfg, video_root=args.video_root,
+    summary = run_build(args.annotations or args.input, args.output, cfg, video_root=args.video_root,
                         ray_address=args.ray_address, overwrite=args.overwrite,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, annotations=args.annotations is not None,
+                        paragraph=args.paragraph)
     summary.pop("config", None)
     print(json.dumps(summary, indent=2))
     if summary["clips"] == 0:
