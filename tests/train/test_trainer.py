@@ -96,11 +96,15 @@ def test_run_logs_every_term_checkpoints_without_pickle_and_resumes_exactly(stan
     ("joint", "both", {"s2v", "c2v", "v2s_joint", "v2c_joint"}),
     ("infonce", "mixed", {"v2t", "t2v"}),
 ])
-def test_each_loss_variant_logs_its_own_terms(stand_in_clip, tmp_path, loss, text_source, terms):
+def test_each_loss_variant_and_text_source_trains_on_real_shards_and_logs_its_own_terms(
+        captioned_corpus, stand_in_clip, tmp_path, loss, text_source, terms):
+    out_dir, captioner = captioned_corpus
     setup = _setup(stand_in_clip, loss=loss, text_source=text_source, max_steps=2, save_every=100,
-                   accum_freq=2, batch_size=2)
-    run_training(setup, tmp_path / "run", make_loader=memory_loader())
+                   accum_freq=2, batch_size=2, shards=str(out_dir), captioner_id=captioner, num_workers=0,
+                   sample_shuffle=4, sample_shuffle_initial=2)
+    run_training(setup, tmp_path / "run")  # the real streaming loader
     rows = read_metrics(tmp_path / "run")
+    assert [row["step"] for row in rows] == [1, 2]
     assert {key[5:] for key in rows[-1] if key.startswith("loss/")} == terms
     assert all(torch.isfinite(torch.tensor(row["loss"])) for row in rows)
 
