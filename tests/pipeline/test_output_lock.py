@@ -141,3 +141,14 @@ def test_overwrite_refuses_to_remove_the_sidecars_a_caption_run_is_writing(built
         assert sorted(p.name for p in (out_dir / "shards").iterdir()) == tars  # nothing removed
     finally:
         _kill(holder)
+
+
+def test_inspect_reads_an_output_whose_build_and_caption_runs_hold_their_locks(built_corpus, tmp_path):
+    from pipeline.inspect_output import inspect_output
+
+    source, summary = built_corpus
+    out_dir = tmp_path / "out"
+    shutil.copytree(source, out_dir)
+    with output_lock(out_dir / BUILD_LOCK_FILENAME, "vipstream build"), \
+            output_lock(out_dir / "captions" / "busy" / CAPTION_LOCK_FILENAME, "vipstream caption"):
+        assert inspect_output(out_dir)["clips"] == summary["clips"]
