@@ -17,13 +17,16 @@ Forms, detected from the file (`detect_form`):
   "duration"?}}`; a video's sentences are joined into one paragraph (paragraph-to-video retrieval,
   as for DiDeMo and ActivityNet).
 - `jsonl`: one `{"video_id", "path"?, "captions": [...], "span"?: [start, end]}` per line.
-With `paragraph=True` any form joins each video's captions into one paragraph.
+With `paragraph=True` any form joins each video's captions into one paragraph. A video list
+(`read_video_list`: MSR-VTT's `MSRVTT_train.9k.csv`, or one id per line) keeps or excludes videos,
+so one annotation file yields the train, validation and test sets.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,30 @@ CSV_TEXT_COLUMNS = ("sentence", "caption")
 
 class AnnotationFormatError(ValueError):
     """The annotation file as a whole is not one of the accepted forms."""
+
+
+@dataclass(frozen=True)
+class AnnotationOptions:
+    """How an annotation file becomes a retrieval set (all optional)."""
+
+    form: str | None = None  # one of FORMS; None: detected from the file
+    paragraph: bool = False  # join each video's captions into one paragraph
+    videos: frozenset[str] | None = None  # keep only these video ids (None: all)
+    exclude_videos: frozenset[str] = frozenset()  # drop these video ids (e.g. a validation split)
+
+
+def read_video_list(path: str | Path) -> frozenset[str]:
+    """Video ids of a list file: a CSV whose header has a `video_id` column (MSR-VTT's
+    MSRVTT_train.9k.csv), else one id per line (the first comma-separated field)."""
+    path = Path(path)
+    lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    if not lines:
+        raise AnnotationFormatError(f"{path}: expected video ids, found an empty file")
+    header = [name.strip() for name in lines[0].split(",")]
+    if "video_id" in header:
+        rows = csv.DictReader(lines[1:], fieldnames=header)
+        return frozenset(row["video_id"].strip() for row in rows if (row.get("video_id") or "").strip())
+    return frozenset(line.split(",")[0].strip() for line in lines)
 
 
 def join_paragraph(sentences: list[str]) -> str:
@@ -189,23 +216,32 @@ _READERS = {"msrvtt-json": _msrvtt_records, "csv": _csv_records,
             "activitynet": _activitynet_records, "jsonl": _jsonl_records}
 
 
-def read_annotations(path: str | Path, video_root: str | Path | None = None, *,
-                     form: str | None = None, paragraph: bool = False) -> ManifestReadResult:
+def read_annotations(path: str | Path, video_root: str | Path | None = None,
+                     options: AnnotationOptions = AnnotationOptions()) -> ManifestReadResult:
     """The retrieval videos of an annotation file, as manifest entries carrying their captions.
 
-    form: one of FORMS, or None to detect it. paragraph: join each video's captions into one.
     Videos are found by id under `video_root` (default: the file's folder) unless a JSONL
-    record gives a `path`. Raises FileNotFoundError / AnnotationFormatError for an unusable file;
-    a bad row is an error row, the rest is read.
+    record gives a `path`. Videos outside `options.videos` or in `options.exclude_videos` are
+    left out with their error rows. Raises FileNotFoundError / AnnotationFormatError for an
+    unusable file; a bad row is an error row, the rest is read.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"annotation file {path} does not exist")
-    form = form or detect_form(path)
+    form = options.form or detect_form(path)
     if form not in _READERS:
         raise AnnotationFormatError(f"expected an annotation form in {FORMS}, found {form!r}")
     records, errors = _READERS[form](path)
-    if paragraph:
+
+    def wanted(video_id: object) -> bool:
+        if not isinstance(video_id, str):
+            return True  # a malformed record: its error row is kept
+        video_id = video_id.strip()
+        return (options.videos is None or video_id in options.videos) and video_id not in options.exclude_videos
+
+    records = [(line, r) for line, r in records if not isinstance(r, dict) or wanted(r.get("video_id"))]
+    errors = [e for e in errors if e.video_id is None or wanted(e.video_id)]
+    if options.paragraph:
         for _, record in records:
             if isinstance(record, dict) and isinstance(record.get("captions"), list):
                 record["captions"] = [join_paragraph([str(c) for c in record["captions"]])]

@@ -23,7 +23,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from pipeline.atomic import write_json_atomic, write_parquet_atomic
-from pipeline.build.annotations import AnnotationFormatError, read_annotations
+from pipeline.build.annotations import AnnotationFormatError, AnnotationOptions, read_annotations
 from pipeline.build.build_shard import build_shard
 from pipeline.build.config import PipelineConfig
 from pipeline.build.manifest import ManifestReadResult, VideoEntry, read_manifest
@@ -188,17 +188,17 @@ def _summarise(all_stats: list[dict[str, Any]], errors: list[dict[str, Any]], nu
 
 def run_build(input_path: str | Path, out_dir: str | Path, cfg: PipelineConfig, *,
               video_root: str | Path | None = None, ray_address: str | None = None,
-              overwrite: bool = False, progress: bool = True, annotations: bool = False,
-              paragraph: bool = False) -> dict[str, Any]:
+              overwrite: bool = False, progress: bool = True,
+              annotations: AnnotationOptions | None = None) -> dict[str, Any]:
     """Build (or resume) the corpus at `out_dir`; returns the summary also saved as summary.json.
 
-    annotations: `input_path` is a retrieval set's annotation file (pipeline/build/annotations.py):
-    one clip per video carrying its captions; paragraph: join each video's captions into one."""
+    annotations: `input_path` is a retrieval set's annotation file, read with these options
+    (pipeline/build/annotations.py): one clip per video carrying its captions."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
     try:
-        if annotations:
-            listing = read_annotations(input_path, video_root, paragraph=paragraph)
+        if annotations is not None:
+            listing = read_annotations(input_path, video_root, annotations)
         else:
             listing = read_manifest(input_path, video_root)
     except (FileNotFoundError, AnnotationFormatError) as exc:

@@ -34,6 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--paragraph", action="store_true",
                         help="with --annotations: join each video's captions into one paragraph "
                              "(DiDeMo/ActivityNet paragraph-to-video retrieval)")
+    parser.add_argument("--videos", type=Path, default=None,
+                        help="with --annotations: keep only the videos of this list (a CSV with a video_id "
+                             "column such as MSRVTT_train.9k.csv, or one id per line)")
+    parser.add_argument("--exclude-videos", type=Path, default=None,
+                        help="with --annotations: leave out the videos of this list (e.g. the validation "
+                             "split carved from the training videos)")
     parser.add_argument("--output", required=True, type=Path, help="output directory")
     parser.add_argument("--config", type=Path, default=None, help="YAML config (e.g. configs/pipeline.yaml)")
     parser.add_argument("--video-root", type=Path, default=None,
@@ -54,9 +60,10 @@ def run(args: argparse.Namespace) -> int:
     from vipstream.config import config_to_dict, load_config, overrides_from_args
 
     cfg = load_config(PipelineConfig, args.config, overrides_from_args(args, PipelineConfig))
-    if args.paragraph and not args.annotations:
-        print("vipstream build: --paragraph joins the captions of --annotations; it needs --annotations",
-              file=sys.stderr)
+    try:
+        annotations = _annotation_options(args)
+    except (OSError, ValueError) as exc:
+        print(f"vipstream build: {exc}", file=sys.stderr)
         return 2
     if args.captioner:  # fail fast: a captioner that cannot load must not cost a whole build
         from pipeline.caption.captioner import CaptionerConfig, CaptionerLoadError, check_captioner
@@ -69,8 +76,7 @@ def run(args: argparse.Namespace) -> int:
     log.info("config: %s", json.dumps(config_to_dict(cfg)))
     summary = run_build(args.annotations or args.input, args.output, cfg, video_root=args.video_root,
                         ray_address=args.ray_address, overwrite=args.overwrite,
-                        progress=not args.no_progress, annotations=args.annotations is not None,
-                        paragraph=args.paragraph)
+                        progress=not args.no_progress, annotations=annotations)
     summary.pop("config", None)
     print(json.dumps(summary, indent=2))
     if summary["clips"] == 0:
@@ -81,3 +87,19 @@ def run(args: argparse.Namespace) -> int:
 
         return caption_after_build(args.output, args.captioner, args.ray_address)
     return 0
+
+
+def _annotation_options(args: argparse.Namespace):
+    """AnnotationOptions from the flags (None without --annotations, whose options need it)."""
+    from pipeline.build.annotations import AnnotationOptions, read_video_list
+
+    if args.annotations is None:
+        given = [flag for flag, value in (("--paragraph", args.paragraph), ("--videos", args.videos),
+                                          ("--exclude-videos", args.exclude_videos)) if value]
+        if given:
+            raise ValueError(f"{', '.join(given)}: only with --annotations (a retrieval set), not with --input")
+        return None
+    return AnnotationOptions(
+        paragraph=args.paragraph,
+        videos=read_video_list(args.videos) if args.videos else None,
+        exclude_videos=read_video_list(args.exclude_videos) if args.exclude_videos else frozenset())

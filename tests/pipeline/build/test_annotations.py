@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from pipeline.build.annotations import AnnotationFormatError, detect_form, read_annotations
+from pipeline.build.annotations import (AnnotationFormatError, AnnotationOptions, detect_form, read_annotations,
+                                        read_video_list)
 from tests.retrieval_sets import COLOURS, colour_captions, make_colour_video, write_msrvtt_set
 from vipstream.schema import CLIP_CAPTIONS_FIELD, CLIP_META_FIELDS, CLIP_META_OPTIONAL_FIELDS, clip_key
 
@@ -80,8 +81,26 @@ def test_activitynet_form_is_one_paragraph_per_video_and_paragraph_joins_any_for
     assert [(e.video_id, e.captions) for e in result.entries] == [
         ("v_a", ("A man enters the room. He sits down.",)), ("v_b", ("A dog runs.",))]
     msrvtt = _write_msrvtt(tmp_path / "data.json", ["v_a"], [("v_a", "one."), ("v_a", "two.")])
-    paragraph = read_annotations(msrvtt, video_root=videos, paragraph=True)
+    paragraph = read_annotations(msrvtt, video_root=videos, options=AnnotationOptions(paragraph=True))
     assert [e.captions for e in paragraph.entries] == [("one. two.",)]
+
+
+def test_video_lists_carve_train_and_validation_sets_from_one_annotation_file(tmp_path):
+    _touch_videos(tmp_path, "video0.mp4", "video1.mp4", "video2.mp4", "video3.mp4")
+    path = _write_msrvtt(tmp_path / "MSRVTT_data.json", ["video0", "video1", "video2", "video3"],
+                         [("video0", "zero"), ("video1", "one"), ("video2", "two"), ("video9", "unknown")])
+    train_list = tmp_path / "MSRVTT_train.9k.csv"
+    train_list.write_text("video_id\nvideo0\nvideo1\nvideo2\n")  # MSR-VTT's own list form
+    val_list = tmp_path / "val.txt"
+    val_list.write_text("video2\n")  # one id per line
+    assert read_video_list(train_list) == {"video0", "video1", "video2"}
+    train = read_annotations(path, options=AnnotationOptions(videos=read_video_list(train_list),
+                                                             exclude_videos=read_video_list(val_list)))
+    val = read_annotations(path, options=AnnotationOptions(videos=read_video_list(val_list)))
+    assert [e.video_id for e in train.entries] == ["video0", "video1"]
+    assert [e.video_id for e in val.entries] == ["video2"]
+    # captions of videos outside the selection (video3 has none, video9 is unknown) are not its errors
+    assert train.errors == [] and val.errors == []
 
 
 def test_jsonl_rows_with_paths_and_spans(tmp_path):
