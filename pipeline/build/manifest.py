@@ -206,6 +206,9 @@ def _entry_from_record(record: Any, line: int, base_dir: Path, video_index: _Vid
         found = video_index.find(video_id)
         reason = None if found else f"no video file named {video_id}.* under {video_index.root}"
         return VideoEntry(video_id, str(found) if found else None, None, clips, line, reason, captions)
+    if record.get("captions") is not None:
+        raise StageError("manifest", "this row carries 'captions', a retrieval-set row: build retrieval sets "
+                                     "with `vipstream build --annotations FILE`, not --input")
     clips = _parse_clips(record.get("clips", record.get("clip")), video_id)
     raw_path = record.get("path")
     if raw_path:  # our manifest form

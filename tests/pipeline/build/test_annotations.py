@@ -142,3 +142,15 @@ def test_msrvtt_form_builds_into_shards_whose_captions_match(retrieval_set):
     assert "not in 'videos'" in errors[0]["reason"] and errors[0]["source"] == str(annotations)
     summary = json.loads((out_dir / "summary.json").read_text())
     assert summary["clips"] == len(COLOURS) and summary["clips_without_text"] == 0
+
+
+def test_a_retrieval_row_given_as_a_corpus_manifest_says_to_use_annotations(tmp_path):
+    from pipeline.build.manifest import read_manifest
+
+    _touch_videos(tmp_path, "a.mp4")
+    path = tmp_path / "retrieval.jsonl"
+    path.write_text(json.dumps({"video_id": "a", "path": "a.mp4", "captions": ["a red square"]}) + "\n")
+    result = read_manifest(path)
+    assert result.entries == []
+    [error] = result.errors
+    assert error.line == 1 and "--annotations" in error.reason
