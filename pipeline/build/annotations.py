@@ -120,6 +120,8 @@ class _Grouper:
 def _msrvtt_records(path: Path) -> tuple[list[tuple[int, Any]], list[ErrorRow]]:
     """Lines are 1-based positions in the "sentences" list (videos: in the "videos" list)."""
     data = _load_json(path)
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("videos", "sentences")):
+        raise AnnotationFormatError(f"{path}: expected MSR-VTT JSON with 'videos' and 'sentences' lists")
     errors: list[ErrorRow] = []
     videos: list[str] = []
     for index, video in enumerate(data["videos"], start=1):
@@ -182,10 +184,13 @@ def _csv_records(path: Path) -> tuple[list[tuple[int, Any]], list[ErrorRow]]:
 
 def _activitynet_records(path: Path) -> tuple[list[tuple[int, Any]], list[ErrorRow]]:
     """Lines are 1-based positions among the file's videos. Always paragraphs."""
+    data = _load_json(path)
+    if not isinstance(data, dict):
+        raise AnnotationFormatError(f"{path}: expected ActivityNet-style JSON {{video_id: {{'sentences': [...]}}}}")
     errors: list[ErrorRow] = []
     records = []
-    for index, (video_id, entry) in enumerate(_load_json(path).items(), start=1):
-        sentences = entry.get("sentences")
+    for index, (video_id, entry) in enumerate(data.items(), start=1):
+        sentences = entry.get("sentences") if isinstance(entry, dict) else None
         captions = [s for s in sentences if _text_or_none(s)] if isinstance(sentences, list) else []
         if not captions:
             errors.append(ErrorRow(video_id, None, STAGE, f"expected a non-empty 'sentences' list, found "
