@@ -386,6 +386,13 @@ class _Trainer:
 
     def _finish(self, start_step: int, started: float, totals: Window, last_loss: dict[str, float],
                 saved_at: Path | None) -> dict[str, Any]:
+        previous = self.run_dir / SUMMARY_FILENAME
+        if totals.steps == 0 and previous.is_file():  # --resume of a finished run: nothing new to say
+            log.info("%s already finished at step %d", self.run_dir, self.progress.step)
+            if self.metrics is not None:
+                self.metrics.close()
+            barrier(self.env)
+            return json.loads(previous.read_text())
         summary = {
             "run_dir": str(self.run_dir), "steps": self.progress.step, "start_step": start_step,
             "steps_this_session": totals.steps, "samples": self.progress.samples,

@@ -81,6 +81,9 @@ def test_run_logs_every_term_checkpoints_without_pickle_and_resumes_exactly(stan
         for key in ("loss", "loss/s2v", "loss/f2c", "lr", "grad_norm", "logit_scale", "skipped"):
             assert mine[key] == theirs[key], (mine["step"], key)
 
+    again = run_training(setup, tmp_path / "resumed", resume=True, make_loader=memory_loader())
+    assert again["steps"] == 6 and again["final"]  # a finished run resumed: nothing to do, summary kept
+
     # Another config is refused on --resume, accepted with --resume-weights-only.
     other = _setup(stand_in_clip, lr=5e-4, max_steps=7)
     with pytest.raises(ConfigError, match=r"lr: 0\.001 -> 0\.0005"):
