@@ -7,9 +7,11 @@ video [B, T, 3, S, S], frame [B, 3, S, S] (the middle frame F), token ids and ma
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 import torch
 
+from train.data.pixels import PixelSpec, normalize_
 from train.data.text import Texts, tokenize
 
 
@@ -48,17 +50,41 @@ class Batch:
 
 @dataclass(frozen=True)
 class ClipSample:
-    """One decoded, preprocessed clip on its way to a batch."""
+    """One decoded, cropped clip on its way to a batch (normalised only in the batch tensor)."""
 
     key: str
-    video: torch.Tensor   # [T, 3, S, S]
-    frame: torch.Tensor   # [3, S, S]
+    pixels: torch.Tensor   # [K, S, S, 3] uint8: the distinct decoded frames, cropped
+    rows: list[int]        # [T] positions of the chosen frames in `pixels`
+    middle_row: int        # position of frame F in `pixels`
     texts: Texts
 
 
-def collate(samples: list[ClipSample], text_source: str, tokenizer, max_length: int,
-            counts: dict[str, int], always_captions: bool = False) -> Batch:
-    """Stack clips and tokenise each text field in one batched tokenizer call per field.
+def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor; in a DataLoader worker, in shared memory from the start (as
+    torch's default_collate does), so handing it to the main process copies nothing."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    proto = torch.empty(0, dtype=dtype)
+    storage = proto._typed_storage()._new_shared(math.prod(shape), device="cpu")
+    return proto.new(storage).view(shape)
+
+
+def stack_pixels(samples: list[ClipSample], spec: PixelSpec, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """video [B, T, 3, S, S] and frame [B, 3, S, S]: each uint8 frame is converted once, straight
+    into its place in the batch tensor, then the whole batch is normalised in place."""
+    num_frames, (size_h, size_w) = len(samples[0].rows), samples[0].pixels.shape[1:3]
+    video = _empty((len(samples), num_frames, 3, size_h, size_w), dtype)
+    frame = _empty((len(samples), 3, size_h, size_w), dtype)
+    for i, sample in enumerate(samples):
+        for t, row in enumerate(sample.rows):
+            video[i, t].copy_(sample.pixels[row].permute(2, 0, 1))
+        frame[i].copy_(sample.pixels[sample.middle_row].permute(2, 0, 1))
+    return normalize_(video, spec), normalize_(frame, spec)
+
+
+def collate(samples: list[ClipSample], text_source: str, tokenizer, max_length: int, spec: PixelSpec,
+            dtype: torch.dtype, counts: dict[str, int], always_captions: bool = False) -> Batch:
+    """Stack and normalise the clips, tokenise each text field in one batched call per field.
 
     `captions` is a list (with [] for clips without) when any clip has reference sentences, or
     always with `always_captions` (eval: evaluation iterates it for every batch)."""
@@ -76,9 +102,10 @@ def collate(samples: list[ClipSample], text_source: str, tokenizer, max_length: 
         text_ids, text_mask = tokens([t.text for t in texts])
         text_is_caption = torch.tensor([t.text_is_caption for t in texts], dtype=torch.bool)
     captions = [t.captions or [] for t in texts]
+    video, frame = stack_pixels(samples, spec, dtype)
     return Batch(
-        video=torch.stack([s.video for s in samples]),
-        frame=torch.stack([s.frame for s in samples]),
+        video=video,
+        frame=frame,
         keys=[s.key for s in samples],
         has_caption=torch.tensor([t.has_caption for t in texts], dtype=torch.bool),
         subtitle_ids=subtitle_ids, subtitle_mask=subtitle_mask,

@@ -45,12 +45,27 @@ def train_frame_indices(num_decoded: int, num_frames: int, rng: np.random.Genera
 
 @dataclass(frozen=True)
 class DecodedClip:
-    """frames [T, H, W, 3] uint8 RGB at the chosen indices, middle [H, W, 3] uint8 (frame F)."""
+    """The distinct frames decoded, and where the T chosen ones and F sit among them.
 
-    frames: np.ndarray
-    middle: np.ndarray
+    decoded [K, H, W, 3] uint8 RGB (K <= T+1: sorted distinct indices), rows [T] positions of
+    the T chosen frames in `decoded` (repeats allowed), middle_row the position of F. Kept this
+    way so the T+1 frames are never copied before they are cropped."""
+
+    decoded: np.ndarray
+    rows: np.ndarray
+    middle_row: int
     num_decoded: int
     middle_index: int
+
+    @property
+    def frames(self) -> np.ndarray:
+        """[T, H, W, 3] uint8: the chosen frames, in order (a copy)."""
+        return self.decoded[self.rows]
+
+    @property
+    def middle(self) -> np.ndarray:
+        """[H, W, 3] uint8: frame F."""
+        return self.decoded[self.middle_row]
 
 
 def decode_clip(mp4: bytes, num_frames: int, rng: np.random.Generator | None, *,
@@ -73,9 +88,8 @@ def decode_clip(mp4: bytes, num_frames: int, rng: np.random.Generator | None, *,
                    else train_frame_indices(num_decoded, num_frames, rng))
         middle = middle_frame_index(num_decoded)
         wanted = np.unique(np.append(indices, middle))
-        batch = reader.get_batch(wanted.tolist()).asnumpy()  # [K, H, W, 3] uint8
+        decoded = reader.get_batch(wanted.tolist()).asnumpy()  # [K, H, W, 3] uint8
     finally:
         del reader
-    position = {int(index): row for row, index in enumerate(wanted)}
-    frames = batch[[position[int(i)] for i in indices]]
-    return DecodedClip(frames, batch[position[middle]], num_decoded, middle)
+    rows = np.searchsorted(wanted, indices)
+    return DecodedClip(decoded, rows, int(np.searchsorted(wanted, middle)), num_decoded, middle)

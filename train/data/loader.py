@@ -23,7 +23,6 @@ import os
 from functools import partial
 from typing import Any, Iterable, Iterator
 
-import numpy as np
 import torch
 import webdataset as wds
 
@@ -31,7 +30,7 @@ from train.data.batch import Batch, ClipSample, collate
 from train.data.config import CAPTION_SOURCES, TrainDataConfig
 from train.data.frames import decode_clip
 from train.data.members import SkipCounts, read_samples
-from train.data.pixels import PixelSpec, preprocess_frames
+from train.data.pixels import PixelSpec, resize_crop
 from train.data.seeding import sample_rng
 from train.data.sources import check_captions_root, resolve_shards
 from train.data.stream import (StreamSlot, UsableSamples, eval_shards, shuffle_samples, skip_samples,
@@ -45,10 +44,9 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 def decode_samples(samples: Iterable[dict[str, Any]], cfg: TrainDataConfig, spec: PixelSpec, seed: int,
                    counts: SkipCounts) -> Iterator[ClipSample]:
-    """Stage: decode each clip's frames (train or eval rule) and preprocess them with the middle
-    frame F in one tensor op: [T+1, H, W, 3] uint8 -> [T+1, 3, S, S]. Undecodable clips are
-    counted (`corrupt_video`) and skipped; a middle frame other than the sidecar's is counted."""
-    dtype = _DTYPES[cfg.pixel_dtype]
+    """Stage: decode each clip's frames (train or eval rule) and the middle frame F, resize/crop
+    them as uint8 ([K, H, W, 3] -> [K, S, S, 3]). Undecodable clips are counted
+    (`corrupt_video`) and skipped; a middle frame other than the sidecar's is counted."""
     for sample in samples:
         rng = sample_rng(seed, sample["epoch"], sample["key"], "frames") if cfg.mode == "train" else None
         try:
@@ -61,21 +59,27 @@ def decode_samples(samples: Iterable[dict[str, Any]], cfg: TrainDataConfig, spec
         expected = sample.get("caption_frame_index")
         if expected is not None and expected != clip.middle_index:
             counts["frame_index_mismatch"] += 1
-        pixels = preprocess_frames(np.concatenate([clip.frames, clip.middle[None]]), spec, dtype)
-        yield ClipSample(sample["key"], pixels[:-1], pixels[-1], sample["texts"])
+        yield ClipSample(sample["key"], resize_crop(clip.decoded, spec), clip.rows.tolist(), clip.middle_row,
+                         sample["texts"])
 
 
-def batch_samples(samples: Iterable[ClipSample], cfg: TrainDataConfig, tokenizer, counts: SkipCounts) -> Iterator[Batch]:
+def batch_samples(samples: Iterable[ClipSample], cfg: TrainDataConfig, tokenizer, spec: PixelSpec,
+                  counts: SkipCounts) -> Iterator[Batch]:
     """Stage: full batches of cfg.batch_size; in eval mode the last one may be short."""
+    eval_mode, dtype = cfg.mode == "eval", _DTYPES[cfg.pixel_dtype]
+
+    def make(pending: list[ClipSample]) -> Batch:
+        return collate(pending, cfg.text_source, tokenizer, cfg.max_text_length, spec, dtype,
+                       counts.take(), always_captions=eval_mode)
+
     pending: list[ClipSample] = []
-    eval_mode = cfg.mode == "eval"
     for sample in samples:
         pending.append(sample)
         if len(pending) == cfg.batch_size:
-            yield collate(pending, cfg.text_source, tokenizer, cfg.max_text_length, counts.take(), eval_mode)
+            yield make(pending)
             pending = []
     if pending and eval_mode:
-        yield collate(pending, cfg.text_source, tokenizer, cfg.max_text_length, counts.take(), eval_mode)
+        yield make(pending)
 
 
 class ClipStream(torch.utils.data.IterableDataset):
@@ -110,7 +114,7 @@ class ClipStream(torch.utils.data.IterableDataset):
             partial(skip_samples, count=slot.batches_before(self.start_batch) * cfg.batch_size,
                     on_done=counts.clear),
             partial(decode_samples, cfg=cfg, spec=self.spec, seed=seed, counts=counts),
-            partial(batch_samples, cfg=cfg, tokenizer=self.tokenizer, counts=counts),
+            partial(batch_samples, cfg=cfg, tokenizer=self.tokenizer, spec=self.spec, counts=counts),
         )
 
     def __iter__(self) -> Iterator[Batch]:

@@ -83,27 +83,43 @@ def resized_hw(height: int, width: int, spec: PixelSpec) -> tuple[int, int]:
     return int(edge * height / width), edge
 
 
-def preprocess_frames(frames: np.ndarray, spec: PixelSpec, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """[K, H, W, 3] uint8 RGB -> [K, 3, S, S] normalised (S = the crop size), one op per step for
-    all K frames. The resized frames are rounded to integers as PIL's uint8 output would be."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # [K, 3, H, W] uint8
-    height, width = x.shape[-2:]
+def resize_crop(frames: np.ndarray, spec: PixelSpec) -> torch.Tensor:
+    """[K, H, W, 3] uint8 RGB -> [K, S, S, 3] uint8, resized (all K at once) and centre-cropped.
+
+    A clip already at the target short side (the builder's default, 224) is only cropped: a view,
+    no copy. A resized clip is rounded back to uint8, as PIL's output would be."""
+    x = torch.from_numpy(frames)  # [K, H, W, 3] uint8
+    height, width = x.shape[1:3]
     new_h, new_w = resized_hw(height, width, spec)
-    x = x.float()
     if (new_h, new_w) != (height, width):
         antialias = spec.resample in ("bilinear", "bicubic")
-        x = F.interpolate(x, size=(new_h, new_w), mode=spec.resample, antialias=antialias,
-                          **({} if spec.resample == "nearest" else {"align_corners": False}))
-        x = x.round_().clamp_(0, 255)
+        resized = F.interpolate(x.permute(0, 3, 1, 2).float(), size=(new_h, new_w), mode=spec.resample,
+                                antialias=antialias,
+                                **({} if spec.resample == "nearest" else {"align_corners": False}))
+        x = resized.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
     if spec.crop_hw:
         crop_h, crop_w = spec.crop_hw
         if new_h < crop_h or new_w < crop_w:  # HF pads with zeros around a too-small image
             pad_h, pad_w = max(crop_h - new_h, 0), max(crop_w - new_w, 0)
-            x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
-            new_h, new_w = x.shape[-2:]
+            x = F.pad(x.permute(0, 3, 1, 2), (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+            x = x.permute(0, 2, 3, 1)
+            new_h, new_w = x.shape[1:3]
         top, left = (new_h - crop_h) // 2, (new_w - crop_w) // 2
-        x = x[:, :, top:top + crop_h, left:left + crop_w]
-    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std).view(1, 3, 1, 1)
-    x = (x * spec.rescale - mean) / std
-    return x.to(dtype).contiguous()
+        x = x[:, top:top + crop_h, left:left + crop_w]
+    return x
+
+
+def normalize_(x: torch.Tensor, spec: PixelSpec) -> torch.Tensor:
+    """In place on [..., 3, S, S] pixel values 0..255: (x * rescale - mean) / std, as two passes
+    (x * a - b) over the whole batch. In bfloat16 that rounds twice, within bf16's precision."""
+    scale = torch.tensor([spec.rescale / s for s in spec.std], dtype=x.dtype).view(3, 1, 1)
+    shift = torch.tensor([m / s for m, s in zip(spec.mean, spec.std)], dtype=x.dtype).view(3, 1, 1)
+    return x.mul_(scale).sub_(shift)
+
+
+def preprocess_frames(frames: np.ndarray, spec: PixelSpec, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """[K, H, W, 3] uint8 RGB -> [K, 3, S, S] normalised: what CLIPImageProcessor gives per image."""
+    cropped = resize_crop(frames, spec)
+    out = torch.empty((cropped.shape[0], 3, *cropped.shape[1:3]), dtype=dtype)
+    out.copy_(cropped.permute(0, 3, 1, 2))
+    return normalize_(out, spec)
