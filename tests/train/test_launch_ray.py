@@ -22,3 +22,9 @@ def test_ray_train_launcher_trains_two_workers_and_checkpoints(captioned_corpus,
     assert checkpoint.name == "step_00000004" and (checkpoint / "model.safetensors").is_file()
     assert len(load_trainer_state(checkpoint)["ranks"]) == 2  # each worker's RNG state
     assert (run / "ray_train").is_dir()  # Ray's run state on the output (shared) path
+
+    # Relaunched with --resume on the same output (as after a crash of the driver): Ray Train accepts
+    # its earlier run folder there, the workers load `latest` and find the run finished.
+    code = main(_train_args(captioned_corpus, stand_in_clip, run, "--launcher", "ray", "--num-workers", "2",
+                            "--max-steps", "4", "--save-every", "2", "--resume"))
+    assert code == 0 and json.loads((run / "summary.json").read_text())["steps"] == 4
