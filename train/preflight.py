@@ -59,7 +59,8 @@ def check_inputs(setup: TrainSetup, output: str | Path, world_size: int, *, resu
                           f"micro-batch, but {spec} holds only {clips} clips in {len(urls)} finished shards; "
                           f"lower batch_size (or use fewer processes)")
     init = str(cfg.init)
-    if not Path(init).expanduser().is_dir() and (init.startswith((".", "/", "~")) or init.count("/") > 1):
+    # A hub id is exactly "org/name"; anything else that is not a folder is a path that is missing.
+    if not Path(init).expanduser().is_dir() and (init.startswith((".", "/", "~")) or init.count("/") != 1):
         raise ConfigError(f"--init {init}: no such folder (expected a CLIP or CLIP-ViP checkpoint folder, "
                           f"or a hub name like openai/clip-vit-base-patch16)")
     if cfg.val_data and _is_local(str(cfg.val_data)) and not Path(cfg.val_data).is_dir():

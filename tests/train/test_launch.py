@@ -89,6 +89,7 @@ def test_bad_input_is_refused_before_any_process_starts(captioned_corpus, stand_
         (["--batch-size", "500"], "holds only"),
         (["--data", str(unfinished_out)], "no finished shard"),
         (["--init", str(tmp_path / "no_clip")], "--init"),
+        (["--init", "tiny_clip"], "no such folder"),
         (["--loss", "infonce"], "needs one text per clip"),
     ]
     for extra, message in cases:
