@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 
-import pyarrow.parquet as pq
-import pytest
-
 from tests.conftest import vipstream_cmd
 
 
@@ -30,19 +27,6 @@ def test_build_help_documents_every_config_key():
     result = subprocess.run([*vipstream_cmd(), "build", "--help"], capture_output=True, text=True, check=True)
     for f in dataclasses.fields(PipelineConfig):
         assert f"--{f.name.replace('_', '-')}" in result.stdout
-
-
-@pytest.mark.slow
-def test_demo_runs_the_main_job_end_to_end_on_the_synthetic_corpus(tmp_path):
-    result = subprocess.run([*vipstream_cmd(), "demo", "--workdir", str(tmp_path), "--num-videos", "2"],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    summary, _ = json.JSONDecoder().raw_decode(result.stdout)  # the summary, then the report
-    assert summary["videos"] == 2 and summary["clips"] > 0 and summary["failures_by_stage"] == {}
-    rows = pq.read_table(tmp_path / "out" / "manifest.parquet").to_pylist()
-    assert len(rows) == summary["clips"]
-    assert all(r["subtitle"] for r in rows)
-    assert "shards" in result.stdout and rows[0]["subtitle"] in result.stdout
 
 
 def test_synth_writes_an_hdvila_corpus_the_build_accepts(tmp_path):
