@@ -42,7 +42,7 @@ def loadavg() -> str:
     return Path("/proc/loadavg").read_text().split(" ")[0]
 
 
-def children_rss_mb(exclude: set[int]) -> list[float]:
+def children_rss_mb(exclude: set[int]) -> list[float]:  # noqa: D401
     """RSS (MiB) of this process's children but `exclude` (the bare pool): the DataLoader workers."""
     me, sizes = os.getpid(), []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -55,6 +55,30 @@ def children_rss_mb(exclude: set[int]) -> list[float]:
         except (OSError, StopIteration, ValueError):
             continue
     return sizes
+
+
+def cpu_seconds(pids: set[int]) -> float:
+    """User + system CPU seconds used so far by the processes `pids` (from /proc)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children(exclude: set[int]) -> set[int]:
+    me = os.getpid()
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == me and int(stat.parent.name) not in exclude:
+                found.add(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def tar_clips(urls: list[str]) -> list[tuple[str, bytes]]:
@@ -162,7 +186,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--pixel-dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--pixel-dtype", default="float32", choices=("float32", "bfloat16", "uint8"),
+                        help="uint8: batches leave the workers as bytes (Batch.to normalises them on the device)")
     args = parser.parse_args()
 
     from tools.stand_in_models import save_tiny_clip
@@ -182,21 +207,29 @@ def main() -> None:
                           pixel_dtype=args.pixel_dtype)
     loader_iter = iter(make_train_loader(cfg, str(processor), rank=0, world_size=1, seed=0))
     timed = args.batches * args.batch_size
-    ratios, loader_rates, bare_rates, rss = [], [], [], []
+    ratios, cpu_ratios, loader_rates, bare_rates, rss = [], [], [], [], []
     with multiprocessing.get_context("fork").Pool(args.procs) as pool:
+        pool_pids = {p.pid for p in pool._pool}
         bare_loop(pool, urls, args.procs, 2 * args.procs, args.frames)  # warm the pool's imports
         loader_rate(loader_iter, 2 * args.procs, args.batch_size)      # workers started, buffers filled
         for round_index in range(1, args.rounds + 1):
             # The workers refilled their prefetch queues while the bare loop ran: take those
             # batches untimed, so the timed ones are made while we wait (steady state).
             loader_rate(loader_iter, cfg.prefetch_factor * args.procs, args.batch_size)
+            loader_pids = children(pool_pids) | {os.getpid()}
+            cpu_before = cpu_seconds(loader_pids)
             loader_rates.append(loader_rate(loader_iter, args.batches, args.batch_size))
-            rss.append(max(children_rss_mb({p.pid for p in pool._pool}) or [0.0]))
+            loader_cpu = (cpu_seconds(loader_pids) - cpu_before) / timed
+            rss.append(max(children_rss_mb(pool_pids) or [0.0]))
+            cpu_before = cpu_seconds(pool_pids)
             bare_rates.append(timed / bare_loop(pool, urls, args.procs, timed, args.frames))
+            bare_cpu = (cpu_seconds(pool_pids) - cpu_before) / timed
             ratios.append(loader_rates[-1] / bare_rates[-1])
+            cpu_ratios.append(bare_cpu / loader_cpu)
             print(f"round {round_index}: loader {loader_rates[-1]:.1f} clips/s, bare decord {bare_rates[-1]:.1f} "
-                  f"clips/s, ratio {ratios[-1]:.3f}; largest loader worker RSS {rss[-1]:.0f} MiB; "
-                  f"load {loadavg()}")
+                  f"clips/s, ratio {ratios[-1]:.3f}; CPU per clip: loader {loader_cpu * 1000:.1f} ms, bare "
+                  f"{bare_cpu * 1000:.1f} ms, ratio {cpu_ratios[-1]:.3f}; largest loader worker RSS "
+                  f"{rss[-1]:.0f} MiB; load {loadavg()}")
     del loader_iter
     print(f"corpus: {num_clips} clips in {len(urls)} shards, {frames_per_clip:.1f} frames per clip on average; "
           f"{args.procs} processes each side, batch {args.batch_size}, T={args.frames} (+ the middle frame), "
@@ -204,6 +237,7 @@ def main() -> None:
     print(f"median: loader {statistics.median(loader_rates):.1f} clips/s "
           f"({statistics.median(loader_rates) / args.procs:.1f} clips/s per core), bare decord "
           f"{statistics.median(bare_rates):.1f} clips/s, ratio {statistics.median(ratios):.3f} (target >= 0.9)")
+    print(f"CPU time per clip (load-independent): ratio bare/loader {statistics.median(cpu_ratios):.3f}")
     print(f"decord ceiling: {ceiling_fps:.0f} frames/s per core decoding every frame "
           f"(= {ceiling_fps / frames_per_clip:.1f} whole clips/s per core)")
     print(f"loader worker RSS per round (MiB): {', '.join(f'{r:.0f}' for r in rss)}")

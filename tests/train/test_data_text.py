@@ -65,6 +65,15 @@ def test_both_gives_every_clip_its_manifest_subtitle_its_sidecar_caption_and_cli
     difference = (frame - torch.from_numpy(np.asarray(reference))).abs()
     assert difference.mean() < 0.02 and difference.max() < 0.3  # bicubic in torch vs PIL, bf16
 
+    # uint8 pixels cross processes as bytes and arrive normalised: the float32 batch, exactly
+    plain = batches(data_config(out_dir, mode="eval", text_source="both", batch_size=6), stand_in_clip)[0]
+    raw = batches(data_config(out_dir, mode="eval", text_source="both", batch_size=6, pixel_dtype="uint8"),
+                  stand_in_clip)[0]
+    assert raw.video.dtype == torch.uint8 and raw.keys == plain.keys
+    arrived = raw.to("cpu")
+    assert arrived.video.dtype == torch.float32 and arrived.pixel_affine is None
+    assert torch.allclose(arrived.video, plain.video, atol=1e-5) and torch.allclose(arrived.frame, plain.frame, atol=1e-5)
+
 
 def test_long_texts_are_truncated_keeping_the_end_token(captioned_corpus, stand_in_clip, tokenizer):
     out_dir, _ = captioned_corpus

@@ -11,13 +11,14 @@ import math
 from dataclasses import dataclass
 import torch
 
-from train.data.pixels import PixelSpec, normalize_
+from train.data.pixels import PixelSpec, apply_affine_, normalize_
+from train.data.pixels import pixel_affine as affine_of
 from train.data.text import Texts, tokenize
 
 
 @dataclass
 class Batch:
-    video: torch.Tensor                       # [B, T, 3, S, S] float32 | bfloat16
+    video: torch.Tensor                       # [B, T, 3, S, S] float32 | bfloat16 (| uint8, see pixel_affine)
     frame: torch.Tensor                       # [B, 3, S, S]   the middle frame F of each clip
     keys: list[str]
     has_caption: torch.Tensor                 # [B] bool: a real caption row (not a fallback)
@@ -30,6 +31,7 @@ class Batch:
     text_is_caption: torch.Tensor | None = None  # [B] bool (mixed, annotation)
     captions: list[list[str]] | None = None   # the json's reference sentences (retrieval sets)
     counts: dict[str, int] = dataclasses.field(default_factory=dict)  # skips since this worker's last batch
+    pixel_affine: torch.Tensor | None = None  # [2, 3] with pixel_dtype uint8: normalised = pixel * a - b
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -40,8 +42,16 @@ class Batch:
         return dataclasses.replace(self, **changes)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
-        """A copy with every tensor on `device`."""
-        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+        """A copy with every tensor on `device`; uint8 pixels (pixel_dtype uint8) arrive as
+        CLIP-normalised float32, computed there."""
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking)).normalized()
+
+    def normalized(self) -> "Batch":
+        """This batch with float32 CLIP-normalised pixels (itself when they already are)."""
+        if self.pixel_affine is None or self.video.dtype != torch.uint8:
+            return self
+        return dataclasses.replace(self, video=apply_affine_(self.video.float(), self.pixel_affine),
+                                   frame=apply_affine_(self.frame.float(), self.pixel_affine), pixel_affine=None)
 
     def pin_memory(self) -> "Batch":
         """Called by the DataLoader's pin-memory thread (pin_memory=True)."""
@@ -71,7 +81,8 @@ def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
 
 def stack_pixels(samples: list[ClipSample], spec: PixelSpec, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """video [B, T, 3, S, S] and frame [B, 3, S, S]: each uint8 frame is converted once, straight
-    into its place in the batch tensor, then the whole batch is normalised in place."""
+    into its place in the batch tensor, then the whole batch is normalised in place (not for a
+    uint8 batch: Batch.to(device) normalises it on arrival)."""
     num_frames, (size_h, size_w) = len(samples[0].rows), samples[0].pixels.shape[1:3]
     video = _empty((len(samples), num_frames, 3, size_h, size_w), dtype)
     frame = _empty((len(samples), 3, size_h, size_w), dtype)
@@ -79,6 +90,8 @@ def stack_pixels(samples: list[ClipSample], spec: PixelSpec, dtype: torch.dtype)
         for t, row in enumerate(sample.rows):
             video[i, t].copy_(sample.pixels[row].permute(2, 0, 1))
         frame[i].copy_(sample.pixels[sample.middle_row].permute(2, 0, 1))
+    if dtype == torch.uint8:  # normalised later, by Batch.to(device)
+        return video, frame
     return normalize_(video, spec), normalize_(frame, spec)
 
 
@@ -113,4 +126,5 @@ def collate(samples: list[ClipSample], text_source: str, tokenizer, max_length: 
         text_ids=text_ids, text_mask=text_mask, text_is_caption=text_is_caption,
         captions=captions if always_captions or any(captions) else None,
         counts=dict(counts),
+        pixel_affine=affine_of(spec) if dtype == torch.uint8 else None,
     )

@@ -15,7 +15,7 @@ TEXT_SOURCES = ("subtitle", "caption", "both", "mixed", "annotation")
 CAPTION_SOURCES = ("caption", "both", "mixed")
 MISSING_CAPTION_POLICIES = ("fallback", "skip")
 MODES = ("train", "eval")
-PIXEL_DTYPES = ("float32", "bfloat16")
+PIXEL_DTYPES = ("float32", "bfloat16", "uint8")
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,10 @@ class TrainDataConfig:
                             "eval: every sample of the rank's shards once, eval frame rule")
     # DESIGN.md section 1: max text length 70 for pretraining (50 for MSR-VTT fine-tuning).
     max_text_length: int = _f(70, "tokens per text, start and end tokens included")
-    pixel_dtype: str = _f("float32", "dtype of video/frame tensors: float32 or bfloat16")
+    # uint8 moves a quarter of the bytes through shared memory and to the GPU; the CLIP
+    # normalisation then runs where Batch.to(device) puts the batch (bench_loader.py).
+    pixel_dtype: str = _f("float32", "dtype of video/frame tensors: float32, bfloat16, or uint8 (cropped "
+                                     "0..255 pixels that Batch.to(device) normalises to float32 on arrival)")
     # Shuffling (train mode). A shard round is a full seeded permutation of the shard list, so no
     # shard buffer is needed; samples mix in a buffer (open_clip uses 1000 samples per worker).
     shard_shuffle: bool = _f(True, "train: visit shards in a fresh seeded order each round")

@@ -39,7 +39,7 @@ from train.data.text import attach_texts, join_captions, load_tokenizer
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "uint8": torch.uint8}
 
 
 def decode_samples(samples: Iterable[dict[str, Any]], cfg: TrainDataConfig, spec: PixelSpec, seed: int,

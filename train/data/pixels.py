@@ -109,12 +109,22 @@ def resize_crop(frames: np.ndarray, spec: PixelSpec) -> torch.Tensor:
     return x
 
 
+def pixel_affine(spec: PixelSpec) -> torch.Tensor:
+    """[2, 3] float32: per-channel (a, b) with normalised = pixel * a - b, pixel in 0..255."""
+    return torch.tensor([[spec.rescale / s for s in spec.std],
+                         [m / s for m, s in zip(spec.mean, spec.std)]], dtype=torch.float32)
+
+
+def apply_affine_(x: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
+    """In place on [..., 3, S, S] pixel values 0..255 (float): x * a - b, as two passes over the
+    whole batch. In bfloat16 that rounds twice, within bf16's precision."""
+    affine = affine.to(device=x.device, dtype=x.dtype)
+    return x.mul_(affine[0].view(3, 1, 1)).sub_(affine[1].view(3, 1, 1))
+
+
 def normalize_(x: torch.Tensor, spec: PixelSpec) -> torch.Tensor:
-    """In place on [..., 3, S, S] pixel values 0..255: (x * rescale - mean) / std, as two passes
-    (x * a - b) over the whole batch. In bfloat16 that rounds twice, within bf16's precision."""
-    scale = torch.tensor([spec.rescale / s for s in spec.std], dtype=x.dtype).view(3, 1, 1)
-    shift = torch.tensor([m / s for m, s in zip(spec.mean, spec.std)], dtype=x.dtype).view(3, 1, 1)
-    return x.mul_(scale).sub_(shift)
+    """In place: (x * rescale - mean) / std of CLIP's processor, x holding 0..255 values."""
+    return apply_affine_(x, pixel_affine(spec))
 
 
 def preprocess_frames(frames: np.ndarray, spec: PixelSpec, dtype: torch.dtype = torch.float32) -> torch.Tensor:
