@@ -29,16 +29,15 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.make_synthetic_corpus import (COLOURS, DIRECTION_WORD, FILLERS, OFF_TOPIC, SAY_ALL, SAY_BACKGROUND,
-                                         SAY_LOOKS, SAY_MOTION, SHAPES, MovingShape, Scene, render_video, youtube_id)
+from tools.make_synthetic_corpus import (COLOURS, DIRECTION_WORD, FILLERS, OFF_TOPIC, OPPOSITE, SAY_ALL,
+                                         SAY_BACKGROUND, SAY_LOOKS, SAY_MOTION, SHAPES, MovingShape, Scene,
+                                         render_video, youtube_id)
 from tools.stand_in_models import CORPUS_WORDS
 
 # RGB of ffmpeg's colour names (libavutil/parseutils.c, the CSS/X11 table: "green" is 0x008000).
 COLOUR_RGB = {"red": (255, 0, 0), "green": (0, 128, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0),
               "white": (255, 255, 255), "black": (0, 0, 0), "orange": (255, 165, 0), "purple": (128, 0, 128),
               "cyan": (0, 255, 255), "magenta": (255, 0, 255), "pink": (255, 192, 203), "gray": (128, 128, 128)}
-OPPOSITE = {"left to right": "right to left", "right to left": "left to right",
-            "top to bottom": "bottom to top", "bottom to top": "top to bottom"}
 # Frames for the stand-ins: the corpus's 4:3 aspect at a size the 32 px models resize from cheaply.
 FRAME_SIZE = (96, 72)  # (width, height) px
 # Retrieval videos: one scene each, as long as a short MSR-VTT clip, in the corpus's size and rate.

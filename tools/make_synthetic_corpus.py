@@ -28,7 +28,7 @@ import logging
 import random
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ DIRECTIONS = ("left to right", "right to left", "top to bottom", "bottom to top"
 # How a speaker says a direction in few words ("it goes right").
 DIRECTION_WORD = {"left to right": "right", "right to left": "left", "top to bottom": "down",
                   "bottom to top": "up"}
+OPPOSITE = {"left to right": "right to left", "right to left": "left to right",
+            "top to bottom": "bottom to top", "bottom to top": "top to bottom"}
 SUBTITLE_STYLES = ("describe", "asr")
 # YouTube auto-caption lines hold a few words; a caption line is shown for at least this long.
 WORDS_PER_LINE = 5
@@ -109,8 +111,14 @@ def youtube_id(rng: random.Random) -> str:
     return "".join(rng.choice(YOUTUBE_ID_ALPHABET) for _ in range(11))
 
 
-def plan_scenes(rng: random.Random, duration_s: float, fps: int) -> list[Scene]:
-    """Scenes tiling [0, duration_s), boundaries on whole frames (to the ms) so concat is exact."""
+def plan_scenes(rng: random.Random, duration_s: float, fps: int, reverse_probability: float = 0.0) -> list[Scene]:
+    """Scenes tiling [0, duration_s), boundaries on whole frames (to the ms) so concat is exact.
+
+    reverse_probability: chance that a scene replays the previous one's picture (background,
+    shapes, their paths) with every shape moving the other way, as consecutive shots of a real
+    video show the same things doing something else. Such neighbours differ only in time order,
+    so a contrastive batch holding both can only be solved by motion. 0 draws nothing extra, so
+    corpora made without it stay as they were."""
     total_frames = max(1, round(duration_s * fps))
     count = max(1, round(duration_s / TARGET_SCENE_S))
     weights = [rng.uniform(1 - SCENE_LENGTH_JITTER, 1 + SCENE_LENGTH_JITTER) for _ in range(count)]
@@ -121,6 +129,12 @@ def plan_scenes(rng: random.Random, duration_s: float, fps: int) -> list[Scene]:
     bounds.append(total_frames)
     scenes = []
     for start, end in zip(bounds, bounds[1:]):
+        if scenes and reverse_probability > 0 and rng.random() < reverse_probability:
+            previous = scenes[-1]
+            shapes = tuple(replace(s, direction=OPPOSITE[s.direction]) for s in previous.shapes)
+            scenes.append(Scene(round(start / fps, 3), round(end / fps, 3), previous.background, shapes,
+                                rng.randrange(220, 880, 20)))
+            continue
         background = rng.choice(COLOURS)
         shapes = [_moving_shape(rng, exclude={background})]
         if rng.random() < 0.4:
@@ -161,8 +175,8 @@ FILLERS = ("um", "uh", "so", "you know", "like", "okay", "well")
 def asr_speech(scene: Scene, rng: random.Random) -> str:
     """What a narrator says over `scene`, as ASR transcribes it (lower case, no punctuation).
 
-    Per shape: the whole picture (colour, shape and motion) with p 0.4, its looks only (0.2), its
-    motion only (0.15), looks and motion in separate remarks (0.1), nothing (0.15); the
+    Per shape: the whole picture (colour, shape and motion) with p 0.4, its looks only (0.15), its
+    motion only (0.2), looks and motion in separate remarks (0.1), nothing (0.15); the
     background with p 0.3; 0-2 off-topic remarks; filler between remarks with p 0.4.
     """
     remarks: list[str] = []
@@ -173,7 +187,7 @@ def asr_speech(scene: Scene, rng: random.Random) -> str:
         draw = rng.random()
         if draw < 0.4:
             said.append(rng.choice(SAY_ALL))
-        elif draw < 0.6:
+        elif draw < 0.55:
             said.append(rng.choice(SAY_LOOKS))
         elif draw < 0.75:
             said.append(rng.choice(SAY_MOTION))
@@ -312,11 +326,11 @@ def hdvila_line(video_id: str, scenes: list[Scene]) -> str:
 
 def make_synthetic_corpus(out_dir: Path, num_videos: int = 4, seed: int = 0, min_duration_s: float = 30.0,
                           max_duration_s: float = 120.0, size: str = "320x240", fps: int = 15,
-                          subtitle_style: str = "describe") -> SyntheticCorpus:
+                          subtitle_style: str = "describe", reverse_probability: float = 0.0) -> SyntheticCorpus:
     """Write out_dir/videos/{id}.mp4 + {id}.en.vtt and out_dir/meta.jsonl; deterministic by seed.
 
     subtitle_style: "describe" (subtitles say exactly what is on screen) or "asr" (spoken, partial,
-    with filler and off-topic talk; see `asr_speech`)."""
+    with filler and off-topic talk; see `asr_speech`). reverse_probability: see `plan_scenes`."""
     if num_videos < 1 or not 0 < min_duration_s <= max_duration_s or fps < 1:
         raise ValueError(f"need num_videos >= 1, 0 < min_duration_s <= max_duration_s and fps >= 1, found "
                          f"{num_videos}, {min_duration_s}..{max_duration_s}, {fps}")
@@ -332,7 +346,7 @@ def make_synthetic_corpus(out_dir: Path, num_videos: int = 4, seed: int = 0, min
         video_id = youtube_id(rng)
         if video_id in scenes_by_video:
             continue
-        scenes = plan_scenes(rng, rng.uniform(min_duration_s, max_duration_s), fps)
+        scenes = plan_scenes(rng, rng.uniform(min_duration_s, max_duration_s), fps, reverse_probability)
         video_ids.append(video_id)
         scenes_by_video[video_id] = scenes
     speech = {v: scene_speech(scenes_by_video[v], subtitle_style, seed, v) for v in video_ids}
@@ -356,11 +370,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-duration-s", type=float, default=120.0)
     parser.add_argument("--subtitle-style", choices=SUBTITLE_STYLES, default="describe",
                         help="describe: subtitles say what is on screen; asr: spoken, partial, noisy")
+    parser.add_argument("--reverse-probability", type=float, default=0.0,
+                        help="chance a scene replays the previous one with every shape moving the other way")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     corpus = make_synthetic_corpus(args.output, num_videos=args.num_videos, seed=args.seed,
                                    min_duration_s=args.min_duration_s, max_duration_s=args.max_duration_s,
-                                   subtitle_style=args.subtitle_style)
+                                   subtitle_style=args.subtitle_style,
+                                   reverse_probability=args.reverse_probability)
     print(json.dumps({**corpus.summary(), "video_ids": corpus.video_ids,
                       "seconds": round(time.perf_counter() - started, 3)}, indent=2))
     return 0

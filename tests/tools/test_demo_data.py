@@ -15,7 +15,7 @@ import pytest
 from pipeline.build.subtitles import clip_subtitle, load_subtitles
 from tools.demo_data import (COLOUR_RGB, DEMO_WORDS, RetrievalSet, frame_description, main, make_retrieval_set,
                              random_frame, render_frame, retrieval_captions)
-from tools.make_synthetic_corpus import (COLOURS, DIRECTION_WORD, FILLERS, OFF_TOPIC, asr_speech,
+from tools.make_synthetic_corpus import (COLOURS, DIRECTION_WORD, FILLERS, OFF_TOPIC, OPPOSITE, asr_speech,
                                          make_synthetic_corpus, plan_scenes)
 from tools.stand_in_models import clip_tokenizer
 
@@ -77,6 +77,21 @@ def test_an_asr_corpus_has_the_same_videos_as_a_describe_corpus_and_its_vtt_says
     assert again.speech == asr.speech
     with pytest.raises(ValueError, match="subtitle_style"):
         make_synthetic_corpus(tmp_path / "bad", subtitle_style="clean")
+
+
+def test_reversed_neighbours_replay_the_previous_picture_with_every_shape_going_the_other_way():
+    plain = [plan_scenes(random.Random(k), 60.0, 15) for k in range(20)]
+    assert plain == [plan_scenes(random.Random(k), 60.0, 15, 0.0) for k in range(20)]  # 0 draws nothing extra
+    reversed_pairs = total = 0
+    for k in range(20):
+        scenes = plan_scenes(random.Random(k), 60.0, 15, reverse_probability=0.5)
+        for before, after in zip(scenes, scenes[1:]):
+            total += 1
+            if after.background == before.background and len(after.shapes) == len(before.shapes) and all(
+                    (a.colour, a.shape, a.across, a.direction) == (b.colour, b.shape, b.across, OPPOSITE[b.direction])
+                    for a, b in zip(after.shapes, before.shapes)):
+                reversed_pairs += 1
+    assert 0.3 < reversed_pairs / total < 0.7
 
 
 # --------------------------------------------------------------------------------------------

@@ -53,6 +53,9 @@ class DemoPlan:
     corpus_videos: int = 40
     min_duration_s: float = 30.0
     max_duration_s: float = 60.0
+    # neighbouring scenes that differ only in motion (tools/make_synthetic_corpus.plan_scenes): without
+    # them a batch is always solved by colours alone and nothing pushes the model to see time
+    reverse_probability: float = 0.5
     retrieval_pairs: int = 24
     clip_steps: int = 400
     captioner_steps: int = 500
@@ -172,7 +175,8 @@ class _Demo:
         self.step("synthetic corpus (ASR-style subtitles) + held-out retrieval set",
                   ["vipstream", "synth", "--output", str(corpus), "--num-videos", str(p.corpus_videos),
                    "--seed", seed, "--min-duration-s", str(p.min_duration_s), "--max-duration-s",
-                   str(p.max_duration_s), "--subtitle-style", "asr", "--retrieval-pairs", str(p.retrieval_pairs)],
+                   str(p.max_duration_s), "--subtitle-style", "asr", "--reverse-probability", str(p.reverse_probability),
+                   "--retrieval-pairs", str(p.retrieval_pairs)],
                   corpus / "retrieval" / "retrieval.jsonl", _vipstream)
         self.step("stand-in for a pretrained CLIP (real data: openai/clip-vit-base-patch32)",
                   ["python", "-m", "tools.stand_in_training", "clip", "--output", str(models / "clip"),

@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--subtitle-style", choices=("describe", "asr"), default="describe",
                         help="describe: subtitles say what is on screen; asr: spoken, partial, with filler "
                              "and off-topic talk (as real ASR subtitles are)")
+    parser.add_argument("--reverse-probability", type=float, default=0.0,
+                        help="chance that a scene replays the previous one with every shape moving the other "
+                             "way (neighbouring clips that differ only in motion)")
     parser.add_argument("--retrieval-pairs", type=int, default=0,
                         help="also write OUTPUT/retrieval/: this many time-reversed video pairs and "
                              "retrieval.jsonl ({video_id, path, captions}) for `vipstream build --annotations`")
@@ -32,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     corpus = make_synthetic_corpus(args.output, num_videos=args.num_videos, seed=args.seed,
                                    min_duration_s=args.min_duration_s, max_duration_s=args.max_duration_s,
-                                   subtitle_style=args.subtitle_style)
+                                   subtitle_style=args.subtitle_style,
+                                   reverse_probability=args.reverse_probability)
     listing = {"meta": str(corpus.meta_path), "video_root": str(corpus.video_root),
                "videos": list(corpus.video_ids)}
     if args.retrieval_pairs > 0:
