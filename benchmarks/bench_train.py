@@ -9,10 +9,12 @@ grad-norm clip, one process:
   trainer/loader  run_training on the real streaming loader over built shards with
                   --loader-workers DataLoader workers (decode + tokenise in the background).
 Step time is measured from one request for a batch to the next (everything the loop does),
-after --warmup steps. Target (DESIGN.md section 5): trainer >= 0.9x bare.
+after --warmup steps; bare and trainer alternate for --rounds rounds and the median ratio is
+reported, beside the ratio of CPU time per step of the process (load-independent on a shared
+machine). Target (DESIGN.md section 5): trainer >= 0.9x bare.
 
 Then the H100 arithmetic: the loader's clips/s on one core at the B/16 shape (12 frames,
-224 px, one DataLoader-less process) against the clips/s one H100 consumes at B/16, derived from
+224 px, one DataLoader-less process, per CPU-second) against the clips/s one H100 consumes at B/16, derived from
 a published step rate: open_clip's ViT-B/16 on LAION-400M, 32 epochs of ~407M samples in
 10,700 A100-hours (docs/PRETRAINED.md) = ~338 image-text pairs/s per A100. A CLIP-ViP clip costs
 about (T + 1) image passes (T frames + the middle frame) and two texts, i.e. ~10x a pair at T=12
@@ -68,17 +70,19 @@ class Timed:
         return self
 
     def __next__(self):
-        self.times.append(time.perf_counter())
+        self.times.append((time.perf_counter(), time.process_time()))
         return next(self.batches)
 
 
-def step_seconds(times: list[float], warmup: int) -> float:
-    gaps = [b - a for a, b in zip(times, times[1:])][warmup:]
-    return statistics.median(gaps)
+def step_seconds(times: list[tuple[float, float]], warmup: int) -> tuple[float, float]:
+    """(median wall seconds per step, mean CPU seconds per step of this process) after `warmup`."""
+    walls = [b[0] - a[0] for a, b in zip(times, times[1:])][warmup:]
+    cpu = (times[-1][1] - times[warmup][1]) / (len(times) - 1 - warmup)
+    return statistics.median(walls), cpu
 
 
-def bare_loop(setup, batches: list, warmup: int) -> float:
-    """Median seconds per step of the plain loop on in-memory batches."""
+def bare_loop(setup, batches: list, warmup: int) -> tuple[float, float]:
+    """(median wall, mean CPU) seconds per step of the plain loop on in-memory batches."""
     from train.config import loss_features
     from train.loop import load_model, seed_everything
     from train.step import FeatureModel, make_loss_fn, model_inputs
@@ -91,18 +95,18 @@ def bare_loop(setup, batches: list, warmup: int) -> float:
     optimizer = torch.optim.AdamW(model.parameter_groups(cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
     times = []
     for batch in batches:
-        times.append(time.perf_counter())
+        times.append((time.perf_counter(), time.process_time()))
         out = forward(**model_inputs(batch, features))
         loss, _ = loss_fn({k: v for k, v in out.items() if k != "logit_scale"}, out["logit_scale"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
         optimizer.step()
-    times.append(time.perf_counter())
+    times.append((time.perf_counter(), time.process_time()))
     return step_seconds(times, warmup)
 
 
-def trainer(setup, run_dir: Path, make_batches, warmup: int) -> tuple[float, dict]:
+def trainer(setup, run_dir: Path, make_batches, warmup: int) -> tuple[tuple[float, float], dict]:
     from train.loop import run_training
 
     timed = {}
@@ -116,9 +120,10 @@ def trainer(setup, run_dir: Path, make_batches, warmup: int) -> tuple[float, dic
     return step_seconds(times, warmup), summary
 
 
-def loader_clips_per_core(out: Path, root: Path, batches: int = 6) -> float:
+def loader_clips_per_core(out: Path, root: Path, batches: int = 6) -> tuple[float, float]:
     """Clips/s of the streaming loader in one process (num_workers=0) at the B/16 shape: 12 frames,
-    224 px crop, max text length 70."""
+    224 px crop, max text length 70; (per wall second, per CPU second of this process: the rate of
+    one core of its own, independent of the machine's load)."""
     from tools.stand_in_models import save_tiny_clip
     from train.data import TrainDataConfig, make_train_loader
     from vipstream.config import load_config
@@ -129,9 +134,9 @@ def loader_clips_per_core(out: Path, root: Path, batches: int = 6) -> float:
                                                "sample_shuffle": 16, "sample_shuffle_initial": 8})
     iterator = iter(make_train_loader(cfg, str(processor), rank=0, world_size=1, seed=0))
     next(iterator)  # open + first decode
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     clips = sum(len(next(iterator)) for _ in range(batches))
-    return clips / (time.perf_counter() - started)
+    return clips / (time.perf_counter() - started), clips / (time.process_time() - cpu_started)
 
 
 def main() -> None:
@@ -173,18 +178,21 @@ def main() -> None:
             bare_runs.append(bare_loop(setup, batches, args.warmup))
             memory_runs.append(trainer(setup, tmp / f"run_memory{round_index}",
                                        lambda cfg, **kw: itertools.cycle(batches), args.warmup)[0])
-        bare_s, memory_s = statistics.median(bare_runs), statistics.median(memory_runs)
-        memory_ratio = statistics.median(b / m for b, m in zip(bare_runs, memory_runs))
-        loader_s, summary = trainer(setup, tmp / "run_loader", lambda cfg, **kw: make_train_loader(cfg, **kw),
+        bare_s, memory_s = (statistics.median(r[0] for r in runs) for runs in (bare_runs, memory_runs))
+        memory_ratio = statistics.median(b[0] / m[0] for b, m in zip(bare_runs, memory_runs))
+        cpu_ratio = statistics.median(b[1] / m[1] for b, m in zip(bare_runs, memory_runs))
+        (loader_s, _), summary = trainer(setup, tmp / "run_loader", lambda cfg, **kw: make_train_loader(cfg, **kw),
                                     args.warmup)
-        clips_per_core = loader_clips_per_core(out, tmp)
+        clips_per_wall_s, clips_per_cpu_s = loader_clips_per_core(out, tmp)
 
     print(f"tiny config: batch {args.batch_size}, {args.num_frames} frames, 32 px, {args.steps} steps "
           f"(median step after {args.warmup} warm-up steps), 1 process, torch threads 1")
     print(f"  bare loop (in memory)      {1 / bare_s:7.2f} steps/s")
     print(f"  trainer, in-memory batches {1 / memory_s:7.2f} steps/s   ratio {memory_ratio:.3f} (median of "
-          f"{args.rounds} alternating rounds: {', '.join(f'{b / m:.3f}' for b, m in zip(bare_runs, memory_runs))}; "
+          f"{args.rounds} alternating rounds: {', '.join(f'{b[0] / m[0]:.3f}' for b, m in zip(bare_runs, memory_runs))}; "
           f"target >= 0.9)")
+    print(f"    CPU time per step (load-independent): bare {statistics.median(b[1] for b in bare_runs) * 1e3:.2f} ms, "
+          f"trainer {statistics.median(m[1] for m in memory_runs) * 1e3:.2f} ms, ratio {cpu_ratio:.3f}")
     print(f"  trainer, streaming loader  {1 / loader_s:7.2f} steps/s   ratio {bare_s / loader_s:.3f}; "
           f"data-wait fraction {summary['data_wait_fraction']:.3f} with {args.loader_workers} loader workers")
 
@@ -195,9 +203,10 @@ def main() -> None:
     print(f"H100 arithmetic: open_clip B/16 {a100_pairs_s:.0f} pairs/s per A100; a CLIP-ViP clip (12 frames + "
           f"middle frame + 2 texts) = {clip_gflops / pair_gflops:.1f}x a pair -> {h100_clips_s:.0f} clips/s per H100 "
           f"(x{args.h100_speedup} A100); with gradient checkpointing (~4/3 compute) {h100_clips_s * 3 / 4:.0f}")
-    print(f"  loader at the B/16 shape (12 frames, 224 px, 1 process): {clips_per_core:.1f} clips/s per core -> "
-          f"{math.ceil(h100_clips_s / clips_per_core)} decode cores per H100 "
-          f"({math.ceil(h100_clips_s * 3 / 4 / clips_per_core)} with gradient checkpointing)")
+    print(f"  loader at the B/16 shape (12 frames, 224 px, 1 process): {clips_per_cpu_s:.1f} clips per CPU-second "
+          f"({clips_per_wall_s:.1f} clips/s wall on this shared machine) -> {h100_clips_s / clips_per_cpu_s:.1f} "
+          f"busy cores, i.e. {math.ceil(h100_clips_s / clips_per_cpu_s)} decode cores per H100 "
+          f"({math.ceil(h100_clips_s * 3 / 4 / clips_per_cpu_s)} with gradient checkpointing)")
 
 
 if __name__ == "__main__":
