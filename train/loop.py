@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import random
-import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILENAME = "config.yaml"
 SUMMARY_FILENAME = "summary.json"
-PROCESSOR_DIRNAME = "processor"
 
 #: (metrics, checkpoint folder or None) -> None; called on every rank at the same points (Ray
 #: Train's `report` is a barrier and must be called equally often by every worker).
@@ -249,19 +248,15 @@ class _Trainer:
         self.metrics = MetricsLog(self.run_dir, self.progress.step) if env.is_main else None
 
     def _processor_dir(self) -> Path | str:
-        """A stable folder with the tokenizer/processor files for the loader: RUN/processor/."""
+        """The tokenizer/processor files the model carries, written to a folder of this process
+        (local disk, removed at the end): the loader's workers read it whenever they start, and
+        neither a pruned checkpoint nor an output folder other nodes cannot see may vanish under them."""
         if not self.model.processor_files:
             return self.cfg.init
-        folder = self.run_dir / PROCESSOR_DIRNAME
-        if self.env.is_main:
-            tmp = self.run_dir / f".{PROCESSOR_DIRNAME}.tmp"
-            tmp.mkdir(parents=True, exist_ok=True)
-            for name, data in self.model.processor_files.items():
-                (tmp / name).write_bytes(data)
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        barrier(self.env)
+        self._processor_tmp = tempfile.TemporaryDirectory(prefix="vipstream-processor-")
+        folder = Path(self._processor_tmp.name)
+        for name, data in self.model.processor_files.items():
+            (folder / name).write_bytes(data)
         return folder
 
     # -------------------------------------------------------------------------------- loop
