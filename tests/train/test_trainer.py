@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.train.trainer_helpers import memory_loader
-from train.checkpoint import STATE_NAME, latest_checkpoint, load_trainer_state
+from train.checkpoint import latest_checkpoint, load_trainer_state
 from train.config import load_setup
 from train.loop import run_training
 from train.metrics import read_metrics
