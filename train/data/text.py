@@ -32,12 +32,17 @@ def load_sidecar(url: str) -> dict[str, tuple[str, int]]:
 
     A shard not captioned yet has no sidecar: an empty mapping (its clips fall back or are skipped).
     """
-    import fsspec
     import pyarrow.parquet as pq
 
+    columns = ["key", "caption", "frame_index"]
     try:
-        with fsspec.open(url, "rb") as handle:
-            table = pq.read_table(handle, columns=["key", "caption", "frame_index"])
+        if "://" in url:
+            import fsspec
+
+            with fsspec.open(url, "rb") as handle:
+                table = pq.read_table(handle, columns=columns)
+        else:  # a local file: pyarrow directly is ~10x faster than through fsspec
+            table = pq.read_table(url, columns=columns)
     except FileNotFoundError:
         log.warning("no caption sidecar %s: its shard's clips have no caption", url)
         return {}
