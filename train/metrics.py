@@ -47,11 +47,16 @@ class MetricsLog:
         self._file = self.path.open("a")
 
     def _truncate_after(self, step: int) -> None:
-        """Keep only rows of steps <= `step` (atomic rewrite)."""
+        """Keep only rows of steps <= `step` (atomic rewrite); a line cut short by a kill is dropped."""
         if not self.path.is_file():
             return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    kept.append(line)
+            except json.JSONDecodeError:
+                continue
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         os.replace(tmp, self.path)
