@@ -43,7 +43,7 @@ class MetricsLog:
         self.path = Path(run_dir) / METRICS_NAME
         self._truncate_after(start_step)
         self.tensorboard_dir = Path(run_dir) / TENSORBOARD_DIRNAME
-        self._writer = SummaryWriter(str(self.tensorboard_dir), purge_step=start_step + 1 if start_step else None)
+        self._writer = SummaryWriter(str(self.tensorboard_dir), purge_step=start_step + 1)
         self._file = self.path.open("a")
 
     def _truncate_after(self, step: int) -> None:
