@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 import torch
 
-from train.data.pixels import PixelSpec, apply_affine_, normalize_
+from train.data.pixels import PixelSpec, apply_affine_
 from train.data.pixels import pixel_affine as affine_of
 from train.data.text import Texts, tokenize
 
@@ -80,19 +80,26 @@ def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
 
 
 def stack_pixels(samples: list[ClipSample], spec: PixelSpec, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """video [B, T, 3, S, S] and frame [B, 3, S, S]: each uint8 frame is converted once, straight
-    into its place in the batch tensor, then the whole batch is normalised in place (not for a
-    uint8 batch: Batch.to(device) normalises it on arrival)."""
+    """video [B, T, 3, S, S] and frame [B, 3, S, S]. Each uint8 frame is normalised straight into
+    its place in the batch tensor in one fused op (pixel * a - b, computed in float32), so the
+    pixels are written once; a uint8 batch is only copied (Batch.to(device) normalises it)."""
     num_frames, (size_h, size_w) = len(samples[0].rows), samples[0].pixels.shape[1:3]
     video = _empty((len(samples), num_frames, 3, size_h, size_w), dtype)
     frame = _empty((len(samples), 3, size_h, size_w), dtype)
+    scale, shift = affine_of(spec).view(2, 3, 1, 1)
+    neg_shift = -shift
+
+    def put(out: torch.Tensor, pixels: torch.Tensor) -> None:  # [3, S, S] <- [S, S, 3] uint8
+        if dtype == torch.uint8:
+            out.copy_(pixels.permute(2, 0, 1))
+        else:
+            torch.addcmul(neg_shift, pixels.permute(2, 0, 1), scale, out=out)
+
     for i, sample in enumerate(samples):
         for t, row in enumerate(sample.rows):
-            video[i, t].copy_(sample.pixels[row].permute(2, 0, 1))
-        frame[i].copy_(sample.pixels[sample.middle_row].permute(2, 0, 1))
-    if dtype == torch.uint8:  # normalised later, by Batch.to(device)
-        return video, frame
-    return normalize_(video, spec), normalize_(frame, spec)
+            put(video[i, t], sample.pixels[row])
+        put(frame[i], sample.pixels[sample.middle_row])
+    return video, frame
 
 
 def collate(samples: list[ClipSample], text_source: str, tokenizer, max_length: int, spec: PixelSpec,

@@ -116,8 +116,8 @@ def pixel_affine(spec: PixelSpec) -> torch.Tensor:
 
 
 def apply_affine_(x: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
-    """In place on [..., 3, S, S] pixel values 0..255 (float): x * a - b, as two passes over the
-    whole batch. In bfloat16 that rounds twice, within bf16's precision."""
+    """In place on [..., 3, S, S] pixel values 0..255 (float): x * a - b, two passes (the batch
+    path fuses this into its uint8 -> float copy: batch.stack_pixels)."""
     affine = affine.to(device=x.device, dtype=x.dtype)
     return x.mul_(affine[0].view(3, 1, 1)).sub_(affine[1].view(3, 1, 1))
 
