@@ -14,11 +14,20 @@ Also reported: clips/s per core (per process; the machine is shared, so with the
 decord's frames/s ceiling on these clips (one process, every frame), and the RSS of the loader's
 workers after each round (decord's memory grows when readers live on: issues #197/#208).
 
+Measured here (2 shared CPUs, load average 9-12, synthetic 398x224 clips of ~30 frames that decode
+in ~7 ms CPU each): float32 0.43 (CPU-time ratio 0.42), bfloat16 0.42 (0.52), uint8 0.79 (0.67).
+Below the target: a float32 batch is 7.2 MB per clip written into fresh shared memory (how
+DataLoader workers hand tensors over), and its page faults cost ~7 ms of kernel time per clip on
+this VM (~3.6 us per 4 KiB page; shmem huge pages are off), as much as decoding these light
+clips. uint8 batches (normalised by Batch.to on the device) cut that by 4. Heavier real clips
+decode for longer, so the fixed per-clip cost weighs less there. torchcodec could not be tried:
+the PyPI wheel is the CUDA build (needs libnvrtc).
+
 Captions: the sidecars are written directly with one caption per clip (their content does not
 change the loader's cost; `vipstream caption` is benchmarked by bench_caption.py).
 
     .venv/bin/python benchmarks/bench_loader.py [--videos 4] [--procs 2] [--batches 30]
-        [--batch-size 16] [--frames 12] [--rounds 3]
+        [--batch-size 16] [--frames 12] [--rounds 3] [--pixel-dtypes float32,uint8]
 """
 
 from __future__ import annotations
@@ -178,6 +187,33 @@ def build_corpus(work: Path, videos: int, cpus: int) -> tuple[Path, int]:
     return out, len(manifest)
 
 
+def compare(loader_iter, pool, urls: list[str], args, prefetch: int) -> dict[str, list[float]]:
+    """Rounds of (timed loader batches, then the bare loop on as many clips)."""
+    timed = args.batches * args.batch_size
+    pool_pids = {p.pid for p in pool._pool}
+    result: dict[str, list[float]] = {"ratio": [], "cpu_ratio": [], "loader": [], "bare": [], "rss": []}
+    loader_rate(loader_iter, 2 * args.procs, args.batch_size)  # workers started, buffers filled
+    for round_index in range(1, args.rounds + 1):
+        # The workers refilled their prefetch queues while the bare loop ran: take those
+        # batches untimed, so the timed ones are made while we wait (steady state).
+        loader_rate(loader_iter, prefetch * args.procs, args.batch_size)
+        loader_pids = children(pool_pids) | {os.getpid()}
+        cpu_before = cpu_seconds(loader_pids)
+        result["loader"].append(loader_rate(loader_iter, args.batches, args.batch_size))
+        loader_cpu = (cpu_seconds(loader_pids) - cpu_before) / timed
+        result["rss"].append(max(children_rss_mb(pool_pids) or [0.0]))
+        cpu_before = cpu_seconds(pool_pids)
+        result["bare"].append(timed / bare_loop(pool, urls, args.procs, timed, args.frames))
+        bare_cpu = (cpu_seconds(pool_pids) - cpu_before) / timed
+        result["ratio"].append(result["loader"][-1] / result["bare"][-1])
+        result["cpu_ratio"].append(bare_cpu / loader_cpu)
+        print(f"  round {round_index}: loader {result['loader'][-1]:.1f} clips/s, bare decord "
+              f"{result['bare'][-1]:.1f} clips/s, ratio {result['ratio'][-1]:.3f}; CPU per clip: loader "
+              f"{loader_cpu * 1000:.1f} ms, bare {bare_cpu * 1000:.1f} ms, ratio {result['cpu_ratio'][-1]:.3f}; "
+              f"largest loader worker RSS {result['rss'][-1]:.0f} MiB; load {loadavg()}")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--videos", type=int, default=4)
@@ -186,8 +222,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--pixel-dtype", default="float32", choices=("float32", "bfloat16", "uint8"),
-                        help="uint8: batches leave the workers as bytes (Batch.to normalises them on the device)")
+    parser.add_argument("--pixel-dtypes", default="float32,uint8",
+                        help="comma list of float32, bfloat16, uint8 (uint8: batches leave the workers as "
+                             "bytes; Batch.to(device) normalises them there, e.g. on the GPU)")
     args = parser.parse_args()
 
     from tools.stand_in_models import save_tiny_clip
@@ -201,46 +238,28 @@ def main() -> None:
     urls = resolve_shards(str(out))
     clips = tar_clips(urls)
     ceiling_fps, frames_per_clip = decord_ceiling(clips)
-
-    cfg = TrainDataConfig(shards=str(out), captioner_id="bench", text_source="both", num_frames=args.frames,
-                          batch_size=args.batch_size, num_workers=args.procs, mode="train",
-                          pixel_dtype=args.pixel_dtype)
-    loader_iter = iter(make_train_loader(cfg, str(processor), rank=0, world_size=1, seed=0))
-    timed = args.batches * args.batch_size
-    ratios, cpu_ratios, loader_rates, bare_rates, rss = [], [], [], [], []
-    with multiprocessing.get_context("fork").Pool(args.procs) as pool:
-        pool_pids = {p.pid for p in pool._pool}
-        bare_loop(pool, urls, args.procs, 2 * args.procs, args.frames)  # warm the pool's imports
-        loader_rate(loader_iter, 2 * args.procs, args.batch_size)      # workers started, buffers filled
-        for round_index in range(1, args.rounds + 1):
-            # The workers refilled their prefetch queues while the bare loop ran: take those
-            # batches untimed, so the timed ones are made while we wait (steady state).
-            loader_rate(loader_iter, cfg.prefetch_factor * args.procs, args.batch_size)
-            loader_pids = children(pool_pids) | {os.getpid()}
-            cpu_before = cpu_seconds(loader_pids)
-            loader_rates.append(loader_rate(loader_iter, args.batches, args.batch_size))
-            loader_cpu = (cpu_seconds(loader_pids) - cpu_before) / timed
-            rss.append(max(children_rss_mb(pool_pids) or [0.0]))
-            cpu_before = cpu_seconds(pool_pids)
-            bare_rates.append(timed / bare_loop(pool, urls, args.procs, timed, args.frames))
-            bare_cpu = (cpu_seconds(pool_pids) - cpu_before) / timed
-            ratios.append(loader_rates[-1] / bare_rates[-1])
-            cpu_ratios.append(bare_cpu / loader_cpu)
-            print(f"round {round_index}: loader {loader_rates[-1]:.1f} clips/s, bare decord {bare_rates[-1]:.1f} "
-                  f"clips/s, ratio {ratios[-1]:.3f}; CPU per clip: loader {loader_cpu * 1000:.1f} ms, bare "
-                  f"{bare_cpu * 1000:.1f} ms, ratio {cpu_ratios[-1]:.3f}; largest loader worker RSS "
-                  f"{rss[-1]:.0f} MiB; load {loadavg()}")
-    del loader_iter
     print(f"corpus: {num_clips} clips in {len(urls)} shards, {frames_per_clip:.1f} frames per clip on average; "
-          f"{args.procs} processes each side, batch {args.batch_size}, T={args.frames} (+ the middle frame), "
-          f"{args.pixel_dtype} pixels")
-    print(f"median: loader {statistics.median(loader_rates):.1f} clips/s "
-          f"({statistics.median(loader_rates) / args.procs:.1f} clips/s per core), bare decord "
-          f"{statistics.median(bare_rates):.1f} clips/s, ratio {statistics.median(ratios):.3f} (target >= 0.9)")
-    print(f"CPU time per clip (load-independent): ratio bare/loader {statistics.median(cpu_ratios):.3f}")
+          f"{args.procs} processes each side, batch {args.batch_size}, T={args.frames} (+ the middle frame)")
     print(f"decord ceiling: {ceiling_fps:.0f} frames/s per core decoding every frame "
           f"(= {ceiling_fps / frames_per_clip:.1f} whole clips/s per core)")
-    print(f"loader worker RSS per round (MiB): {', '.join(f'{r:.0f}' for r in rss)}")
+
+    results = {}
+    with multiprocessing.get_context("fork").Pool(args.procs) as pool:
+        bare_loop(pool, urls, args.procs, 2 * args.procs, args.frames)  # warm the pool's imports
+        for dtype in args.pixel_dtypes.split(","):
+            print(f"{dtype} pixels:")
+            cfg = TrainDataConfig(shards=str(out), captioner_id="bench", text_source="both",
+                                  num_frames=args.frames, batch_size=args.batch_size, num_workers=args.procs,
+                                  mode="train", pixel_dtype=dtype)
+            loader_iter = iter(make_train_loader(cfg, str(processor), rank=0, world_size=1, seed=0))
+            results[dtype] = compare(loader_iter, pool, urls, args, cfg.prefetch_factor)
+            del loader_iter  # ends its workers
+    for dtype, r in results.items():
+        loader = statistics.median(r["loader"])
+        print(f"median {dtype}: loader {loader:.1f} clips/s ({loader / args.procs:.1f} clips/s per core), bare "
+              f"decord {statistics.median(r['bare']):.1f} clips/s, ratio {statistics.median(r['ratio']):.3f} "
+              f"(target >= 0.9); CPU-time ratio {statistics.median(r['cpu_ratio']):.3f}; worker RSS "
+              f"{', '.join(f'{x:.0f}' for x in r['rss'])} MiB")
     print(f"load average at end: {loadavg()}")
 
 
