@@ -317,7 +317,8 @@ class _Trainer:
 
     def _inputs(self, batch: Any) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
         """(model inputs on the device, the batch's skip counts)."""
-        batch = batch.to(self.device)
+        # pinned batches (pin_memory) copy to the GPU asynchronously
+        batch = batch.to(self.device, non_blocking=True) if self.device.type == "cuda" else batch.to(self.device)
         inputs = model_inputs(batch, self.features)
         if self.precision == "fp32":  # a bfloat16 pixel stream meets an fp32 model only under autocast
             inputs = {k: v.float() if v is not None and v.is_floating_point() else v for k, v in inputs.items()}
