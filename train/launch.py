@@ -146,6 +146,15 @@ def launch_ray(setup: TrainSetup, output: Path, *, num_workers: int, gpus_per_wo
             ray.shutdown()
 
 
+def restart_mode(resume: bool, weights_only: bool, start_checkpoint: str | None,
+                 latest: str | None) -> tuple[bool, bool]:
+    """(resume, weights_only) for a Ray worker group's (re)start: the launch's own flags while
+    `latest` is still the checkpoint the launch started from (or none); a full resume once the run
+    has written a newer one (the group was restarted after a failure)."""
+    restarted = latest is not None and latest != start_checkpoint
+    return resume or restarted, weights_only and not restarted
+
+
 def ray_worker_loop(config: dict[str, Any]) -> None:
     """One Ray Train worker: the training loop on Ray's process group and device.
 
@@ -162,8 +171,8 @@ def ray_worker_loop(config: dict[str, Any]) -> None:
     output = Path(config["output"])
     setup = load_setup(output / LAUNCH_CONFIG_NAME)
     latest = latest_checkpoint(output)
-    weights_only = config["weights_only"] and (latest is None or latest.name == config["start_checkpoint"])
-    resume = config["resume"] or latest is not None and latest.name != config["start_checkpoint"]
+    resume, weights_only = restart_mode(config["resume"], config["weights_only"], config["start_checkpoint"],
+                                        latest.name if latest else None)
 
     def report(metrics: dict[str, Any], checkpoint: Path | None) -> None:
         ray.train.report({**metrics, "checkpoint": str(checkpoint) if checkpoint else ""})

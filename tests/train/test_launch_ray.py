@@ -28,3 +28,14 @@ def test_ray_train_launcher_trains_two_workers_and_checkpoints(captioned_corpus,
     code = main(_train_args(captioned_corpus, stand_in_clip, run, "--launcher", "ray", "--num-workers", "2",
                             "--max-steps", "4", "--save-every", "2", "--resume"))
     assert code == 0 and json.loads((run / "summary.json").read_text())["steps"] == 4
+
+
+def test_a_restarted_worker_group_resumes_its_own_newer_checkpoint_in_full():
+    from train.launch import restart_mode
+
+    assert restart_mode(False, False, None, None) == (False, False)  # fresh launch
+    assert restart_mode(False, False, None, "step_00000004") == (True, False)  # restarted after a failure
+    assert restart_mode(True, False, "step_00000004", "step_00000004") == (True, False)  # --resume
+    # --resume-weights-only applies to the checkpoint the launch started from, not to the run's own
+    assert restart_mode(False, True, "step_00000004", "step_00000004") == (False, True)
+    assert restart_mode(False, True, "step_00000004", "step_00000006") == (True, False)
