@@ -172,6 +172,9 @@ def make_train_loader(cfg: TrainDataConfig, processor_dir: str, rank: int = 0, w
     urls = resolve_shards(cfg.shards)
     if cfg.text_source in CAPTION_SOURCES:
         check_captions_root(urls[0], cfg.captioner_id, cfg.captions_root)
+    if cfg.mode == "eval" and not urls[rank::world_size]:
+        log.warning("eval mode: rank %d of %d gets none of the %d shards (eval splits by shard); it yields "
+                    "no batch", rank, world_size, len(urls))
     if cfg.mode == "eval" and start_batch:
         log.warning("eval mode with start_batch=%d: workers that run out early shift the round-robin, "
                     "so the resumed batches are exact only while every worker still has data", start_batch)
