@@ -124,16 +124,19 @@ class ClipStream(torch.utils.data.IterableDataset):
 class TrainLoader:
     """A DataLoader over `ClipStream`, cut into epochs.
 
-    train: one infinite stream; each `for batch in loader` pass yields the next
-    `batches_per_epoch` batches of it (all of it when samples_per_epoch is 0), so epochs are
-    windows of one stream and a resume at any batch is exact. eval: each pass reads the rank's
-    shards once, from the start.
+    train: one infinite stream; each `for batch in loader` pass yields the rest of the current
+    epoch of `batches_per_epoch` batches (all of the stream when samples_per_epoch is 0), so
+    epochs are windows of one stream, a resume at any batch is exact, and the first pass after
+    a mid-epoch resume ends where the interrupted epoch would have. eval: each pass reads the
+    rank's shards once, from the start.
     """
 
-    def __init__(self, dataloader: torch.utils.data.DataLoader, cfg: TrainDataConfig, world_size: int) -> None:
+    def __init__(self, dataloader: torch.utils.data.DataLoader, cfg: TrainDataConfig, world_size: int,
+                 start_batch: int = 0) -> None:
         self.dataloader, self.cfg = dataloader, cfg
         self.batches_per_epoch = (math.ceil(cfg.samples_per_epoch / (cfg.batch_size * world_size))
                                   if cfg.mode == "train" and cfg.samples_per_epoch else None)
+        self.consumed = start_batch  # batches of this rank's stream handed out so far
         self._stream: Iterator[Batch] | None = None
 
     def __iter__(self) -> Iterator[Batch]:
@@ -142,11 +145,13 @@ class TrainLoader:
             return
         if self._stream is None:
             self._stream = iter(self.dataloader)
-        if self.batches_per_epoch is None:
-            yield from self._stream
-            return
-        for _ in range(self.batches_per_epoch):
-            yield next(self._stream)
+        left = (None if self.batches_per_epoch is None
+                else self.batches_per_epoch - self.consumed % self.batches_per_epoch)
+        while left is None or left > 0:
+            batch = next(self._stream)
+            self.consumed += 1
+            left = None if left is None else left - 1
+            yield batch
 
     def __len__(self) -> int:
         if self.batches_per_epoch is None:
@@ -187,4 +192,4 @@ def make_train_loader(cfg: TrainDataConfig, processor_dir: str, rank: int = 0, w
                                              pin_memory=cfg.pin_memory, **extra)
     log.info("loader rank %d/%d: %d shards, mode %s, text %s, %d workers, batch %d, starting after batch %d",
              rank, world_size, len(urls), cfg.mode, cfg.text_source, cfg.num_workers, cfg.batch_size, start_batch)
-    return TrainLoader(dataloader, cfg, world_size)
+    return TrainLoader(dataloader, cfg, world_size, start_batch)
