@@ -73,6 +73,13 @@ def test_both_gives_every_clip_its_manifest_subtitle_its_sidecar_caption_and_cli
     arrived = raw.to("cpu")
     assert arrived.video.dtype == torch.float32 and arrived.pixel_affine is None
     assert torch.allclose(arrived.video, plain.video, atol=1e-5) and torch.allclose(arrived.frame, plain.frame, atol=1e-5)
+    # float32 from a worker (handed over as uint8, normalised in the main process) equals float32
+    # made without worker processes (normalised in place where it is decoded)
+    inline = batches(data_config(out_dir, mode="eval", text_source="both", batch_size=6, num_workers=0),
+                     stand_in_clip)[0]
+    assert plain.video.dtype == inline.video.dtype == torch.float32 and plain.pixel_affine is None
+    assert inline.keys == plain.keys
+    assert torch.allclose(inline.video, plain.video, atol=1e-6) and torch.allclose(inline.frame, plain.frame, atol=1e-6)
 
 
 def test_long_texts_are_truncated_keeping_the_end_token(captioned_corpus, stand_in_clip, tokenizer):

@@ -12,7 +12,9 @@ The whole data path of one DataLoader worker, top to bottom (see `ClipStream.pip
     -> batch: stack + tokenise                        (batch.py)
 
 Batching happens in the workers, so the DataLoader runs with batch_size=None and hands batches
-out round-robin, which is what the exact resume of stream.py relies on.
+out round-robin, which is what the exact resume of stream.py relies on. Worker batches carry
+uint8 pixels (a quarter of the shared memory a float32 batch needs); TrainLoader normalises
+them to the configured dtype in the main process (batch.finish_pixels).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, Iterable, Iterator
 import torch
 import webdataset as wds
 
-from train.data.batch import Batch, ClipSample, collate
+from train.data.batch import Batch, ClipSample, collate, finish_pixels
 from train.data.config import CAPTION_SOURCES, TrainDataConfig
 from train.data.frames import decode_clip
 from train.data.members import SkipCounts, read_samples
@@ -63,10 +65,17 @@ def decode_samples(samples: Iterable[dict[str, Any]], cfg: TrainDataConfig, spec
                          sample["texts"])
 
 
+def wire_dtype(cfg: TrainDataConfig) -> torch.dtype:
+    """The pixel dtype of the batches `batch_samples` makes: uint8 when DataLoader workers hand
+    them to the main process (TrainLoader normalises them there: see batch.finish_pixels),
+    else the configured one, normalised in place."""
+    return torch.uint8 if cfg.num_workers > 0 else _DTYPES[cfg.pixel_dtype]
+
+
 def batch_samples(samples: Iterable[ClipSample], cfg: TrainDataConfig, tokenizer, spec: PixelSpec,
                   counts: SkipCounts) -> Iterator[Batch]:
     """Stage: full batches of cfg.batch_size; in eval mode the last one may be short."""
-    eval_mode, dtype = cfg.mode == "eval", _DTYPES[cfg.pixel_dtype]
+    eval_mode, dtype = cfg.mode == "eval", wire_dtype(cfg)
 
     def make(pending: list[ClipSample]) -> Batch:
         return collate(pending, cfg.text_source, tokenizer, cfg.max_text_length, spec, dtype,
@@ -140,8 +149,10 @@ class TrainLoader:
         self._stream: Iterator[Batch] | None = None
 
     def __iter__(self) -> Iterator[Batch]:
+        dtype = _DTYPES[self.cfg.pixel_dtype]
         if self.cfg.mode == "eval":
-            yield from self.dataloader
+            for batch in self.dataloader:
+                yield finish_pixels(batch, dtype)
             return
         if self._stream is None:
             self._stream = iter(self.dataloader)
@@ -151,7 +162,7 @@ class TrainLoader:
             batch = next(self._stream)
             self.consumed += 1
             left = None if left is None else left - 1
-            yield batch
+            yield finish_pixels(batch, dtype)
 
     def __len__(self) -> int:
         if self.batches_per_epoch is None:
