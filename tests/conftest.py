@@ -12,15 +12,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(os.environ.get("VIPSTREAM_BIN", REPO_ROOT / ".venv" / "bin"))
 
 
-def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """Collect tests/pipeline/build/ (the tests of pipeline/build/): pytest's default
-    `norecursedirs` skips every folder named `build`, silently. (The lasting fix is a
-    `norecursedirs` without "build" in pyproject.toml; this hook can then go.)"""
-    if collection_path == REPO_ROOT / "tests" / "pipeline" / "build":
-        return False
-    return None
-
-
 @pytest.fixture(scope="session")
 def synthetic_corpus(tmp_path_factory):
     """Three long synthetic videos (HD-VILA meta + YouTube-style VTT), seed 0."""
