@@ -16,6 +16,7 @@ from typing import Any
 from train.checkpoint import select_checkpoint
 from train.config import TrainSetup
 from vipstream.config import ConfigError
+from vipstream.schema import SHARD_STATS_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +26,11 @@ def _is_local(spec: str) -> bool:
 
 
 def count_clips(shard_urls: list[str]) -> int | None:
-    """Clips in the given local shards, from their stats files ("clips"); None when unknown."""
+    """Clips in the given local shards, from their stats files (the build's "clips" count); None
+    when unknown (remote shards, or stats without that count)."""
     total = 0
     for url in shard_urls:
-        stats = Path(url[: -len(".tar")] + ".stats.json") if url.endswith(".tar") else None
+        stats = Path(url[: -len(".tar")] + SHARD_STATS_SUFFIX) if url.endswith(".tar") else None
         if stats is None or not stats.is_file():
             return None
         clips = json.loads(stats.read_text()).get("clips")
