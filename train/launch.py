@@ -136,7 +136,7 @@ def launch_ray(setup: TrainSetup, output: Path, *, num_workers: int, gpus_per_wo
                                "start_checkpoint": start_checkpoint.name if start_checkpoint else None},
             torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
             scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                         resources_per_worker={"GPU": gpus_per_worker} if use_gpu else None),
+                                         resources_per_worker={"CPU": 1, "GPU": gpus_per_worker} if use_gpu else None),
             run_config=RunConfig(name="ray_train", storage_path=str(output),
                                  failure_config=FailureConfig(max_failures=max_failures)),
         )
