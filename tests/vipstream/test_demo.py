@@ -1,5 +1,6 @@
 """`vipstream demo --fast` end to end, as a user runs it: every step's command is printed, the real
-commands run (synth, stand-in training, build, caption, build --annotations, train vs/ocl, eval x3),
+commands run (synth, stand-in training, build, caption, build --annotations, train vs/ocl, eval x3,
+the time-order test x3),
 and the table, report.md and report.png come out."""
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def test_demo_fast_runs_the_whole_mission_and_writes_the_report(tmp_path):
         assert command in out, command
     assert out.count("$ vipstream eval") == 3 and out.count("$ vipstream train") == 2
     for name in ("meanpool", "vs", "ocl"):
+        order = json.loads((work / "eval" / f"{name}_order.json").read_text())
+        assert order["captions"] >= 36 and 0.0 <= order["accuracy"] <= 100.0
         metrics = json.loads((work / "eval" / f"{name}.json").read_text())
         assert metrics["num_videos"] == 12 and metrics["num_texts"] >= 36
         assert 0.0 <= metrics["plain"]["t2v"]["R@1"] <= 100.0
@@ -43,7 +46,7 @@ def test_demo_fast_runs_the_whole_mission_and_writes_the_report(tmp_path):
     again = subprocess.run([*vipstream_cmd(), "demo", "--fast", "--workdir", str(work), "--seed", "0"],
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("(done already") == 11
+    assert again.stdout.count("(done already") == 14
 
 
 def test_demo_refuses_a_workdir_that_is_not_a_demos(tmp_path):

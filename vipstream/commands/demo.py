@@ -13,7 +13,8 @@ that can be seen in minutes:
  4. `vipstream build` + `vipstream caption`, the retrieval set built from its annotations;
  5. `vipstream train` CLIP-ViP from the stand-in CLIP, on subtitles only (`vs`) and with OCL;
  6. `vipstream eval`: the stand-in CLIP as CLIP4Clip-meanP (`--baseline meanpool`), CLIP-ViP vs,
-    CLIP-ViP OCL; a table, WORKDIR/report.md and WORKDIR/report.png.
+    CLIP-ViP OCL, and the time-order test (tools/order_test.py: own video vs its reversed twin);
+    a table, WORKDIR/report.md and WORKDIR/report.png.
 
 Each step is printed as the command a user would type, then run through the same entry point
 (`vipstream.cli.main` or the tool's `main`), in this process. Steps whose output is complete are
@@ -102,13 +103,26 @@ def run(args: argparse.Namespace) -> int:
         return 1
     except ConfigError:
         raise
-    demo.timings["total"] = round(time.perf_counter() - started, 1)
+    demo.timings = _merge_timings(work, demo.timings)
+    demo.timings["total (steps run in this workdir)"] = round(sum(demo.timings.values()), 1)
+    demo.timings["this session"] = round(time.perf_counter() - started, 1)
     results = {name: json.loads((work / "eval" / f"{name}.json").read_text()) for name, _ in METHODS}
+    for name, _ in METHODS:
+        results[name]["order"] = json.loads((work / "eval" / f"{name}_order.json").read_text())
     table = results_table(results)
     print("\n" + table)
     write_report(work, plan, demo, results, table)
-    print(f"\nreport: {work / 'report.md'} and {work / 'report.png'}; total {demo.timings['total']:.0f} s")
+    print(f"\nreport: {work / 'report.md'} and {work / 'report.png'}; this session {demo.timings['this session']:.0f} s")
     return 0
+
+
+def _merge_timings(work: Path, new: dict[str, float]) -> dict[str, float]:
+    """Step wall times of every session in this WORKDIR (a resumed demo keeps the first run's)."""
+    path = work / "demo_timings.json"
+    timings = json.loads(path.read_text()) if path.is_file() else {}
+    timings.update(new)
+    path.write_text(json.dumps(timings, indent=1) + "\n")
+    return dict(timings)
 
 
 def _one_compute_thread() -> None:
@@ -217,6 +231,14 @@ class _Demo:
                       ["vipstream", "eval", "--checkpoint", _final_checkpoint(w / "runs" / loss), "--data",
                        str(retrieval_out), "--dsl", "--no-progress", "--output", str(w / "eval" / f"{loss}.json")],
                       w / "eval" / f"{loss}.json", _vipstream)
+        annotations = str(corpus / "retrieval" / "retrieval.jsonl")
+        for name, checkpoint in (("meanpool", str(models / "clip")), ("vs", _final_checkpoint(w / "runs" / "vs")),
+                                 ("ocl", _final_checkpoint(w / "runs" / "ocl"))):
+            extra = ["--baseline", "meanpool"] if name == "meanpool" else []
+            self.step(f"time-order test ({name}): own video vs its time-reversed twin, per caption",
+                      ["python", "-m", "tools.order_test", "--checkpoint", checkpoint, *extra, "--annotations",
+                       annotations, "--output", str(w / "eval" / f"{name}_order.json")],
+                      w / "eval" / f"{name}_order.json", _tool)
 
 
 def _config_arg() -> str:
@@ -257,16 +279,18 @@ def _row(result: dict[str, Any], kind: str = "plain") -> dict[str, dict[str, flo
 
 
 def results_table(results: dict[str, dict[str, Any]]) -> str:
-    """One line per method: text->video R@1/5/10, MdR, MnR and video->text R@1 (plain), then the
-    same t2v R@1 with DSL (transductive) in its own column."""
-    header = f"{'method':<50} {'t2v R@1':>7} {'R@5':>6} {'R@10':>6} {'MdR':>5} {'MnR':>6}   {'v2t R@1':>7}   {'DSL t2v R@1':>11}"
+    """One line per method: text->video R@1/5/10, MdR, MnR and video->text R@1 (plain), the same
+    t2v R@1 with DSL (transductive), and the time-order test (tools/order_test.py; 50 = blind to time)."""
+    header = (f"{'method':<50} {'t2v R@1':>7} {'R@5':>6} {'R@10':>6} {'MdR':>5} {'MnR':>6}   {'v2t R@1':>7}   "
+              f"{'DSL t2v R@1':>11}   {'order %':>7}")
     lines = [header, "-" * len(header)]
     for name, label in METHODS:
         result = results[name]
         t2v, v2t = result["plain"]["t2v"], result["plain"]["v2t"]
         dsl = result.get("dsl", {}).get("t2v", {}).get("R@1", float("nan"))
         lines.append(f"{label:<50} {t2v['R@1']:>7.1f} {t2v['R@5']:>6.1f} {t2v['R@10']:>6.1f} {t2v['MdR']:>5.1f} "
-                     f"{t2v['MnR']:>6.1f}   {v2t['R@1']:>7.1f}   {dsl:>11.1f}")
+                     f"{t2v['MnR']:>6.1f}   {v2t['R@1']:>7.1f}   {dsl:>11.1f}   "
+                     f"{result.get('order', {}).get('accuracy', float('nan')):>7.1f}")
     any_result = next(iter(results.values()))
     lines.append(f"({any_result.get('num_videos', '?')} videos, {any_result.get('num_texts', '?')} captions; "
                  f"chance R@1 = {100 / max(1, int(any_result.get('num_videos', 1) or 1)):.1f})")
@@ -325,6 +349,9 @@ def write_report(work: Path, plan: DemoPlan, demo: _Demo, results: dict[str, dic
              f"{r1['ocl']:.1f} vs {r1['meanpool']:.1f} ({r1['ocl'] - r1['meanpool']:+.1f}).",
              "- Every retrieval video has a time-reversed twin with the same frames, so mean-pooled frame "
              "features cannot separate a twin pair; ties count against the correct video.",
+             f"- Time-order test (own video vs its time-reversed twin, per caption; 50 = blind to time): "
+             f"meanpool {results['meanpool']['order']['accuracy']:.1f}, vs {results['vs']['order']['accuracy']:.1f}, "
+             f"OCL {results['ocl']['order']['accuracy']:.1f}.",
              "", "## Wall time (s)", "", *[f"- {k}: {v}" for k, v in demo.timings.items()], "",
              "![report](report.png)", ""]
     (work / "report.md").write_text("\n".join(lines))
