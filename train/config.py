@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from vipstream.config import ConfigError, config_field as _f, config_to_dict, load_config
+from vipstream.config import ConfigError, config_field as _f, config_to_dict, load_config, read_yaml_mapping
 
 LOSSES_OCL = ("ocl", "joint", "vs", "vc", "vs+vc")  # plus "+fc" forms, parsed by model.loss.parse_variant
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -143,23 +142,11 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in keys if json.dumps(old.get(k), default=str) != json.dumps(new.get(k), default=str))
 
 
-def read_yaml(path: str | Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    loaded = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"config file {path} must hold a mapping, found {type(loaded).__name__}")
-    return loaded
-
-
 def load_setup(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainSetup:
     """Defaults < YAML at `path` < `overrides` (None ignored), split between the trainer and the
     loader, each type-checked, then checked together (`check_loss_fits_texts`)."""
     data_cls = data_config_class()
-    values = {**read_yaml(path), **{k.replace("-", "_"): v for k, v in (overrides or {}).items() if v is not None}}
+    values = {**read_yaml_mapping(path), **{k.replace("-", "_"): v for k, v in (overrides or {}).items() if v is not None}}
     train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
     data_keys = {f.name for f in dataclasses.fields(data_cls)}
     unknown = sorted(set(values) - train_keys - data_keys)

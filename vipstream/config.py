@@ -74,19 +74,24 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     return value
 
 
+def read_yaml_mapping(path: str | Path | None) -> dict[str, Any]:
+    """The mapping in the YAML file at `path` ({} for None); a missing file or a non-mapping is a ConfigError."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    loaded = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, found {type(loaded).__name__}")
+    return dict(loaded)
+
+
 def load_config(cls: type[C], path: str | Path | None = None,
                 overrides: dict[str, Any] | None = None) -> C:
     """Defaults < YAML file at `path` < `overrides` (None values ignored), type-checked."""
     known = _field_types(cls)
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping, found {type(loaded).__name__}")
-        values.update(loaded)
+    values: dict[str, Any] = read_yaml_mapping(path)
     values.update({k.replace("-", "_"): v for k, v in (overrides or {}).items() if v is not None})
     unknown = sorted(set(values) - set(known))
     if unknown:

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.build.manifest import ManifestReadResult, entries_from_records
-from pipeline.errors import ErrorRow
+from pipeline.build.manifest import ManifestReadResult, entries_from_records, iter_jsonl
+from pipeline.errors import ErrorRow, StageError
 
 FORMS = ("msrvtt-json", "csv", "activitynet", "jsonl")
 STAGE = "annotations"
@@ -204,16 +204,11 @@ def _jsonl_records(path: Path) -> tuple[list[tuple[int, Any]], list[ErrorRow]]:
     """Records as they are (checked by the manifest reader); unparsable lines are error rows."""
     records: list[tuple[int, Any]] = []
     errors: list[ErrorRow] = []
-    with open(path, "rb") as handle:
-        for line, raw in enumerate(handle, start=1):
-            text = raw.decode("utf-8", errors="replace").strip()
-            if not text:
-                continue
-            try:
-                records.append((line, json.loads(text)))
-            except json.JSONDecodeError as exc:
-                errors.append(ErrorRow(None, None, STAGE, f"line is not valid JSON: {exc.msg} at column "
-                                                          f"{exc.colno}", str(path), line))
+    for line, record in iter_jsonl(path):
+        if isinstance(record, StageError):
+            errors.append(ErrorRow(None, None, STAGE, record.reason, str(path), line))
+        else:
+            records.append((line, record))
     return records, errors
 
 

@@ -227,7 +227,8 @@ def _entry_from_record(record: Any, line: int, base_dir: Path, video_index: _Vid
     return VideoEntry(video_id, str(found), _subtitle_beside(found), clips, line)
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any | StageError]]:
+def iter_jsonl(path: Path) -> Iterator[tuple[int, Any | StageError]]:
+    """(line number, parsed record) per non-blank line; a line that is not JSON gives a StageError."""
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             text = raw.decode("utf-8", errors="replace").strip()
@@ -270,7 +271,7 @@ def read_manifest(input_path: str | Path, video_root: str | Path | None = None) 
     if not input_path.is_file():
         raise FileNotFoundError(f"input {input_path} is neither a manifest file nor a folder of videos")
     suffix = input_path.suffix.lower()
-    records = _iter_parquet(input_path) if suffix == ".parquet" else _iter_jsonl(input_path)
+    records = _iter_parquet(input_path) if suffix == ".parquet" else iter_jsonl(input_path)
     return entries_from_records(records, input_path, video_root,
                                 form="parquet" if suffix == ".parquet" else "jsonl")
 
