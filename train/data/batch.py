@@ -132,11 +132,23 @@ def finish_pixels(batch: Batch, dtype: torch.dtype) -> Batch:
     neg_shift = -shift
     pinned = batch.video.is_pinned()
 
-    def convert(pixels: torch.Tensor) -> torch.Tensor:
+    def convert(pixels: torch.Tensor) -> torch.Tensor:  # [..., 3, S, S] uint8 -> dtype
         out = _host_empty(tuple(pixels.shape), dtype, pinned)
-        return torch.addcmul(neg_shift, pixels, scale, out=out)
+        # One image at a time: its ~0.6 MB stays in cache between the read and the write; one
+        # op over the whole [B, T, 3, S, S] batch measured ~3.5x slower (4.4 vs 1.2 ms per clip).
+        for image, image_out in zip(pixels.view(-1, *pixels.shape[-3:]), out.view(-1, *out.shape[-3:])):
+            torch.addcmul(neg_shift, image, scale, out=image_out)
+        return out
 
-    return dataclasses.replace(batch, video=convert(batch.video), frame=convert(batch.frame), pixel_affine=None)
+    # One intra-op thread for these small memory-bound ops: in the main process torch uses every
+    # core, and on a busy machine each op's thread hand-off cost ~100 ms per clip (measured).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        video, frame = convert(batch.video), convert(batch.frame)
+    finally:
+        torch.set_num_threads(threads)
+    return dataclasses.replace(batch, video=video, frame=frame, pixel_affine=None)
 
 
 def collate(samples: list[ClipSample], text_source: str, tokenizer, max_length: int, spec: PixelSpec,

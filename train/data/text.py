@@ -41,8 +41,9 @@ def load_sidecar(url: str) -> dict[str, tuple[str, int]]:
 
             with fsspec.open(url, "rb") as handle:
                 table = pq.read_table(handle, columns=columns)
-        else:  # a local file: pyarrow directly is ~10x faster than through fsspec
-            table = pq.read_table(url, columns=columns)
+        else:  # a local file: pyarrow directly is ~10x faster than through fsspec, and ParquetFile
+            # ~4x faster than read_table (no dataset discovery; its first call also imports pandas)
+            table = pq.ParquetFile(url).read(columns=columns)
     except FileNotFoundError:
         log.warning("no caption sidecar %s: its shard's clips have no caption", url)
         return {}
