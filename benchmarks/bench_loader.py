@@ -14,20 +14,43 @@ Also reported: clips/s per core (per process; the machine is shared, so with the
 decord's frames/s ceiling on these clips (one process, every frame), and the RSS of the loader's
 workers after each round (decord's memory grows when readers live on: issues #197/#208).
 
-Measured here (2 shared CPUs, load average 9-12, synthetic 398x224 clips of ~30 frames that decode
-in ~7 ms CPU each): float32 0.43 (CPU-time ratio 0.42), bfloat16 0.42 (0.52), uint8 0.79 (0.67).
-Below the target: a float32 batch is 7.2 MB per clip written into fresh shared memory (how
-DataLoader workers hand tensors over), and its page faults cost ~7 ms of kernel time per clip on
-this VM (~3.6 us per 4 KiB page; shmem huge pages are off), as much as decoding these light
-clips. uint8 batches (normalised by Batch.to on the device) cut that by 4. Heavier real clips
-decode for longer, so the fixed per-clip cost weighs less there. torchcodec could not be tried:
-the PyPI wheel is the CUDA build (needs libnvrtc).
+Content (`--content`): `textured` sources (fractals, cellular automata, test patterns under
+drifting gradients and temporal grain, 640x360 at 25 fps) go through the real `vipstream build`
+(3 fps, short side 224, x264 CRF 23) into clips of ~560 KiB whose 13 needed frames cost ~59 ms
+CPU to decode: near real footage. `synthetic` is the demo corpus (flat colour shapes, ~7 KiB per
+clip, ~5.4 ms): a light decode that the loader's fixed per-clip costs dominate.
+
+Measured here (2 shared CPUs, load average 7.1-14.5 during the run, 4 videos -> 31 clips of ~30
+frames in 4 shards, 2 processes each side, batch 16, T=12, 3 rounds of 15 timed batches):
+
+    content    dtype     decode ms   loader    bare   ratio   per core   CPU ratio
+    textured   float32        59.2     12.2    15.5   0.876        6.1       0.769
+    textured   bfloat16       59.2     13.4    13.2   0.909        6.7       0.821
+    textured   uint8          59.2     13.6    14.2   0.960        6.8       0.877
+    synthetic  float32         5.4     78.7   128.4   0.556       39.4       0.438
+    synthetic  bfloat16        5.4     74.2   128.1   0.575       37.1       0.475
+    synthetic  uint8           5.4     96.3   141.0   0.783       48.2       0.597
+
+(clips/s, medians; CPU ratio = bare CPU per clip / loader CPU per clip, main process included.)
+Wall-clock ratios swing by +-0.2 round to round on this shared machine; the CPU-time ratio is
+steadier. Loader CPU per clip is ~10-15 ms above the bare loop's on textured clips (~55 ms), ~4-5
+ms above it on synthetic ones (~6 ms). The pixels: workers hand batches over as uint8 whatever
+`pixel_dtype` (a float32 batch is 7.2 MB per clip of fresh shared memory, ~7 ms of page faults
+per clip on this VM, ~3.6 us per 4 KiB page with shmem huge pages off); TrainLoader normalises
+them in the main process into fresh numpy buffers (transparent huge pages), one image at a time
+on one thread: ~2.2 ms (worker) + ~1.9 ms (main) per clip instead of ~7.3 ms (micro-benchmark).
+Not done: decord's resize-on-decode (the builder's clips already have the 224 short side, so
+the crop is a view and nothing is resized). torchcodec could not be tried: the PyPI wheel is
+the CUDA build (needs libnvrtc). The consumer's cost is not timed (the bench never touches the
+pixels; a float32 batch from shared memory would also fault in the trainer when it reads it).
 
 Captions: the sidecars are written directly with one caption per clip (their content does not
 change the loader's cost; `vipstream caption` is benchmarked by bench_caption.py).
 
-    .venv/bin/python benchmarks/bench_loader.py [--videos 4] [--procs 2] [--batches 30]
-        [--batch-size 16] [--frames 12] [--rounds 3] [--pixel-dtypes float32,uint8]
+    .venv/bin/python benchmarks/bench_loader.py [--content textured,synthetic] [--videos 4]
+        [--procs 2] [--batches 30] [--batch-size 16] [--frames 12] [--rounds 3]
+        [--pixel-dtypes float32,uint8] [--work DIR (reuse built corpora)]
+    measured with: --pixel-dtypes float32,bfloat16,uint8 --batches 15 (--work of a prior build)
 """
 
 from __future__ import annotations
@@ -142,21 +165,65 @@ def loader_rate(loader_iter, batches: int, batch_size: int) -> float:
     return batches * batch_size / (time.perf_counter() - started)
 
 
-def decord_ceiling(clips: list[tuple[str, bytes]]) -> tuple[float, float]:
-    """(frames/s, mean frames per clip) decoding every frame of every clip in one process."""
+def decord_ceiling(clips: list[tuple[str, bytes]], frames: int) -> tuple[float, float, float]:
+    """(frames/s decoding every frame, mean frames per clip, CPU ms per clip decoding only the
+    loader's frames: T + the middle one), in this one process."""
     import decord
+    import numpy as np
 
-    frames, started = 0, time.perf_counter()
+    from train.data.frames import train_frame_indices
+    from train.data.seeding import sample_rng
+    from vipstream.schema import middle_frame_index
+
+    decoded, started = 0, time.perf_counter()
     for _, mp4 in clips:
         reader = decord.VideoReader(io.BytesIO(mp4), ctx=decord.cpu(0), num_threads=1)
-        frames += len(reader)
+        decoded += len(reader)
         reader.get_batch(list(range(len(reader)))).asnumpy()
         del reader
-    return frames / (time.perf_counter() - started), frames / len(clips)
+    fps = decoded / (time.perf_counter() - started)
+    cpu_started = time.process_time()
+    for key, mp4 in clips:
+        reader = decord.VideoReader(io.BytesIO(mp4), ctx=decord.cpu(0), num_threads=1)
+        n = len(reader)
+        wanted = np.unique(np.append(train_frame_indices(n, frames, sample_rng(0, 0, key, "frames")),
+                                     middle_frame_index(n)))
+        reader.get_batch(wanted.tolist()).asnumpy()
+        del reader
+    return fps, decoded / len(clips), (time.process_time() - cpu_started) * 1000 / len(clips)
 
 
-def build_corpus(work: Path, videos: int, cpus: int) -> tuple[Path, int]:
-    """Synthetic corpus -> `vipstream build` (one video per shard) -> direct caption sidecars."""
+# Textured sources (`--content textured`): natural-image-like detail and motion at 640x360, 25 fps,
+# so the clips the builder writes (3 fps, short side 224, x264 CRF 23) cost what real footage
+# costs to decode. Each video takes one detailed pattern, blended with drifting colour gradients,
+# plus temporal grain (every frame differs, as camera noise makes it). The synthetic demo clips
+# (flat colour shapes) compress to almost nothing and decode several times faster.
+TEXTURES = (
+    "mandelbrot=s=640x360:r=25",
+    "cellauto=s=640x360:r=25:rule=110:random_fill_ratio=0.5,boxblur=1",
+    "life=s=640x360:r=25:mold=10:ratio=0.3:life_color=#ffcc88:death_color=#203060:mold_color=#806040,boxblur=1",
+    "testsrc2=s=640x360:r=25",
+)
+CONTENTS = ("synthetic", "textured")
+
+
+def render_textured(path: Path, duration_s: float, index: int) -> None:
+    """Replace the video at `path` by a textured one of the same duration (audio: a sine tone)."""
+    import subprocess
+
+    # Both inputs in yuv420p before the blend (mixed formats crashed ffmpeg's blend here).
+    graph = (f"{TEXTURES[index % len(TEXTURES)]},format=yuv420p[p];"
+             f"gradients=s=640x360:r=25:speed=0.03:n=4:seed={index},format=yuv420p[g];"
+             f"[p][g]blend=all_mode=overlay:all_opacity=0.6,noise=alls=12:allf=t,format=yuv420p[v];"
+             f"sine=frequency={220 + 40 * index}:sample_rate=16000[a]")
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-filter_complex", graph, "-map", "[v]", "-map", "[a]",
+                    "-t", f"{duration_s:.3f}", "-c:v", "libx264", "-preset", "ultrafast", "-g", "50",
+                    "-c:a", "aac", "-b:a", "64k", "-movflags", "+faststart", str(path)], check=True)
+
+
+def build_corpus(work: Path, videos: int, cpus: int, content: str = "synthetic") -> tuple[Path, int]:
+    """Synthetic corpus (videos re-rendered textured with `content` textured) -> `vipstream build`
+    (one video per shard) -> direct caption sidecars. A finished build in `work` is reused."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     import ray
@@ -166,8 +233,13 @@ def build_corpus(work: Path, videos: int, cpus: int) -> tuple[Path, int]:
     from tools.make_synthetic_corpus import make_synthetic_corpus
     from vipstream.schema import CAPTION_COLUMNS, caption_sidecar_path, middle_frame_index
 
-    corpus = make_synthetic_corpus(work / "corpus", num_videos=videos, seed=1, min_duration_s=60, max_duration_s=120)
     out = work / "out"
+    if (out / "manifest.parquet").is_file() and (work / "captions.done").is_file():
+        return out, pq.read_metadata(out / "manifest.parquet").num_rows
+    corpus = make_synthetic_corpus(work / "corpus", num_videos=videos, seed=1, min_duration_s=60, max_duration_s=120)
+    if content == "textured":
+        for index, video_id in enumerate(corpus.video_ids):
+            render_textured(corpus.video_root / f"{video_id}.mp4", corpus.scenes[video_id][-1].end_s, index)
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level="WARNING")
     try:
         run_build(corpus.meta_path, out, PipelineConfig(videos_per_shard=1), video_root=corpus.video_root,
@@ -184,6 +256,7 @@ def build_corpus(work: Path, videos: int, cpus: int) -> tuple[Path, int]:
         path = caption_sidecar_path(out, "bench", int(shard))
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table(columns), path)
+    (work / "captions.done").touch()
     return out, len(manifest)
 
 
@@ -223,44 +296,56 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pixel-dtypes", default="float32,uint8",
-                        help="comma list of float32, bfloat16, uint8 (uint8: batches leave the workers as "
+                        help="comma list of float32, bfloat16, uint8 (uint8: batches leave the loader as "
                              "bytes; Batch.to(device) normalises them there, e.g. on the GPU)")
+    parser.add_argument("--content", default="textured,synthetic",
+                        help="comma list of textured (detailed, moving, grainy sources: a realistic decode "
+                             "cost) and synthetic (the demo corpus's flat colour shapes: very cheap to decode)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="folder for the built corpora, reused when already built (default: a new temp folder)")
     args = parser.parse_args()
+    contents = args.content.split(",")
+    if not set(contents) <= set(CONTENTS):
+        parser.error(f"--content: expected a comma list of {CONTENTS}, found {args.content!r}")
 
     from tools.stand_in_models import save_tiny_clip
     from train.data import TrainDataConfig, make_train_loader
     from train.data.sources import resolve_shards
 
     print(f"load average at start: {loadavg()} ({os.cpu_count()} CPUs)")
-    work = Path(tempfile.mkdtemp(prefix="bench_loader_"))
-    out, num_clips = build_corpus(work, args.videos, args.procs)
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench_loader_"))
     processor = save_tiny_clip(work / "clip", image_size=224, patch_size=32)  # CLIP's 224 px preprocessing
-    urls = resolve_shards(str(out))
-    clips = tar_clips(urls)
-    ceiling_fps, frames_per_clip = decord_ceiling(clips)
-    print(f"corpus: {num_clips} clips in {len(urls)} shards, {frames_per_clip:.1f} frames per clip on average; "
-          f"{args.procs} processes each side, batch {args.batch_size}, T={args.frames} (+ the middle frame)")
-    print(f"decord ceiling: {ceiling_fps:.0f} frames/s per core decoding every frame "
-          f"(= {ceiling_fps / frames_per_clip:.1f} whole clips/s per core)")
-
-    results = {}
+    results, decode_ms = {}, {}
     with multiprocessing.get_context("fork").Pool(args.procs) as pool:
-        bare_loop(pool, urls, args.procs, 2 * args.procs, args.frames)  # warm the pool's imports
-        for dtype in args.pixel_dtypes.split(","):
-            print(f"{dtype} pixels:")
-            cfg = TrainDataConfig(shards=str(out), captioner_id="bench", text_source="both",
-                                  num_frames=args.frames, batch_size=args.batch_size, num_workers=args.procs,
-                                  mode="train", pixel_dtype=dtype)
-            loader_iter = iter(make_train_loader(cfg, str(processor), rank=0, world_size=1, seed=0))
-            results[dtype] = compare(loader_iter, pool, urls, args, cfg.prefetch_factor)
-            del loader_iter  # ends its workers
-    for dtype, r in results.items():
+        for content in contents:
+            out, num_clips = build_corpus(work / content, args.videos, args.procs, content)
+            urls = resolve_shards(str(out))
+            clips = tar_clips(urls)
+            ceiling_fps, frames_per_clip, decode_ms[content] = decord_ceiling(clips, args.frames)
+            print(f"{content} corpus: {num_clips} clips in {len(urls)} shards, {frames_per_clip:.1f} frames per clip "
+                  f"on average, {sum(len(m) for _, m in clips) / len(clips) / 1024:.0f} KiB per clip; {args.procs} "
+                  f"processes each side, batch {args.batch_size}, T={args.frames} (+ the middle frame)")
+            print(f"decord ceiling: {ceiling_fps:.0f} frames/s per core decoding every frame "
+                  f"(= {ceiling_fps / frames_per_clip:.1f} whole clips/s per core); the loader's frames of a clip "
+                  f"cost {decode_ms[content]:.1f} ms CPU to decode")
+            bare_loop(pool, urls, args.procs, 2 * args.procs, args.frames)  # warm the pool's imports and cache
+            for dtype in args.pixel_dtypes.split(","):
+                print(f"{content}, {dtype} pixels:")
+                cfg = TrainDataConfig(shards=str(out), captioner_id="bench", text_source="both",
+                                      num_frames=args.frames, batch_size=args.batch_size, num_workers=args.procs,
+                                      mode="train", pixel_dtype=dtype)
+                loader_iter = iter(make_train_loader(cfg, str(processor), rank=0, world_size=1, seed=0))
+                results[content, dtype] = compare(loader_iter, pool, urls, args, cfg.prefetch_factor)
+                del loader_iter  # ends its workers
+    print(f"\n{'content':10} {'dtype':9} {'decode ms':>9} {'loader':>8} {'bare':>8} {'ratio':>6} {'per core':>8} "
+          f"{'CPU ratio':>9}  worker RSS MiB")
+    for (content, dtype), r in results.items():
         loader = statistics.median(r["loader"])
-        print(f"median {dtype}: loader {loader:.1f} clips/s ({loader / args.procs:.1f} clips/s per core), bare "
-              f"decord {statistics.median(r['bare']):.1f} clips/s, ratio {statistics.median(r['ratio']):.3f} "
-              f"(target >= 0.9); CPU-time ratio {statistics.median(r['cpu_ratio']):.3f}; worker RSS "
-              f"{', '.join(f'{x:.0f}' for x in r['rss'])} MiB")
-    print(f"load average at end: {loadavg()}")
+        print(f"{content:10} {dtype:9} {decode_ms[content]:9.1f} {loader:8.1f} {statistics.median(r['bare']):8.1f} "
+              f"{statistics.median(r['ratio']):6.3f} {loader / args.procs:8.1f} {statistics.median(r['cpu_ratio']):9.3f}"
+              f"  {', '.join(f'{x:.0f}' for x in r['rss'])}")
+    print(f"(clips/s; ratio = loader / bare, target >= 0.9; per core = loader clips/s per process; CPU ratio = bare "
+          f"CPU per clip / loader CPU per clip, main process included)\nload average at end: {loadavg()}")
 
 
 if __name__ == "__main__":
