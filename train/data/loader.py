@@ -76,10 +76,11 @@ def batch_samples(samples: Iterable[ClipSample], cfg: TrainDataConfig, tokenizer
                   counts: SkipCounts) -> Iterator[Batch]:
     """Stage: full batches of cfg.batch_size; in eval mode the last one may be short."""
     eval_mode, dtype = cfg.mode == "eval", wire_dtype(cfg)
+    wire_only = dtype != _DTYPES[cfg.pixel_dtype]  # uint8 only for the hand-over: its layout is free
 
     def make(pending: list[ClipSample]) -> Batch:
         return collate(pending, cfg.text_source, tokenizer, cfg.max_text_length, spec, dtype,
-                       counts.take(), always_captions=eval_mode)
+                       counts.take(), always_captions=eval_mode, channels_last=wire_only)
 
     pending: list[ClipSample] = []
     for sample in samples:
