@@ -16,29 +16,33 @@ workers after each round (decord's memory grows when readers live on: issues #19
 
 Content (`--content`): `textured` sources (fractals, cellular automata, test patterns under
 drifting gradients and temporal grain, 640x360 at 25 fps) go through the real `vipstream build`
-(3 fps, short side 224, x264 CRF 23) into clips of ~560 KiB whose 13 needed frames cost ~59 ms
-CPU to decode: near real footage. `synthetic` is the demo corpus (flat colour shapes, ~7 KiB per
-clip, ~5.4 ms): a light decode that the loader's fixed per-clip costs dominate.
+(3 fps, short side 224, x264 CRF 23) into clips of ~560 KiB whose 13 needed frames cost ~54-59
+ms CPU to decode: near real footage. `synthetic` is the demo corpus (flat colour shapes, ~7 KiB
+per clip, ~6 ms): a light decode that the loader's fixed per-clip costs dominate.
 
-Measured here (2 shared CPUs, load average 7.1-14.5 during the run, 4 videos -> 31 clips of ~30
+Measured here (2 shared CPUs, load average 4.4-7.1 during the run, 4 videos -> 31 clips of ~30
 frames in 4 shards, 2 processes each side, batch 16, T=12, 3 rounds of 15 timed batches):
 
     content    dtype     decode ms   loader    bare   ratio   per core   CPU ratio
-    textured   float32        59.2     12.2    15.5   0.876        6.1       0.769
-    textured   bfloat16       59.2     13.4    13.2   0.909        6.7       0.821
-    textured   uint8          59.2     13.6    14.2   0.960        6.8       0.877
-    synthetic  float32         5.4     78.7   128.4   0.556       39.4       0.438
-    synthetic  bfloat16        5.4     74.2   128.1   0.575       37.1       0.475
-    synthetic  uint8           5.4     96.3   141.0   0.783       48.2       0.597
+    textured   float32        53.8     18.1    18.5   1.180        9.0       0.891
+    textured   bfloat16       53.8     21.0    19.7   1.065       10.5       0.840
+    textured   uint8          53.8     20.7    19.9   0.966       10.3       0.839
+    synthetic  float32         6.2     96.8   140.1   0.691       48.4       0.582
+    synthetic  bfloat16        6.2     95.9   136.1   0.704       47.9       0.563
+    synthetic  uint8           6.2    103.2   137.3   0.705       51.6       0.628
 
 (clips/s, medians; CPU ratio = bare CPU per clip / loader CPU per clip, main process included.)
-Wall-clock ratios swing by +-0.2 round to round on this shared machine; the CPU-time ratio is
-steadier. Loader CPU per clip is ~10-15 ms above the bare loop's on textured clips (~55 ms), ~4-5
-ms above it on synthetic ones (~6 ms). The pixels: workers hand batches over as uint8 whatever
-`pixel_dtype` (a float32 batch is 7.2 MB per clip of fresh shared memory, ~7 ms of page faults
-per clip on this VM, ~3.6 us per 4 KiB page with shmem huge pages off); TrainLoader normalises
-them in the main process into fresh numpy buffers (transparent huge pages), one image at a time
-on one thread: ~2.2 ms (worker) + ~1.9 ms (main) per clip instead of ~7.3 ms (micro-benchmark).
+Wall-clock ratios swing by +-0.25 round to round on this shared machine (the loader above the
+bare loop is noise); the CPU-time ratio is the steadier figure. Loader CPU per clip: textured
+~59-71 ms vs bare ~53-55; synthetic ~11-13 ms vs ~7 (before the changes below, float32: 16-18
+ms synthetic, 68-78 ms textured, same corpora). Where it goes: workers hand batches over as
+uint8 whatever `pixel_dtype` (a float32 batch is 7.2 MB per clip of fresh shared memory, ~7 ms
+of page faults per clip on this VM, ~3.6 us per 4 KiB page with shmem huge pages off), kept
+channel-last (a plain copy); TrainLoader normalises them in the main process into fresh numpy
+buffers (transparent huge pages), one image at a time on one thread: ~1.5 (worker) + ~1.9 (main)
+ms per clip instead of ~7.3 (micro-benchmark). The rest is the webdataset tar stream and the
+1000-sample shuffle buffer (it holds the mp4 bytes: worker RSS grows ~100 MiB a round on
+textured clips until it is full, ~0.5 GiB per worker for 560 KiB clips), collation, tokenising.
 Not done: decord's resize-on-decode (the builder's clips already have the 224 short side, so
 the crop is a view and nothing is resized). torchcodec could not be tried: the PyPI wheel is
 the CUDA build (needs libnvrtc). The consumer's cost is not timed (the bench never touches the
