@@ -8,8 +8,10 @@ missing caption is skipped the same way when a resumed run fast-forwards without
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import torch
@@ -170,10 +172,20 @@ def attach_texts(samples: Iterable[dict[str, Any]], cfg: TrainDataConfig, seed: 
 
 
 def load_tokenizer(processor_dir: str):
-    """The checkpoint's CLIP tokenizer (fast: Rust BPE, batched)."""
-    from transformers import AutoTokenizer
+    """The checkpoint's CLIP tokenizer (fast: Rust BPE, batched).
 
-    return AutoTokenizer.from_pretrained(processor_dir, use_fast=True)
+    A CLIP-ViP folder's config.json has model_type "clip_vip", unknown to transformers, which
+    AutoTokenizer reads and warns about on every load; its text tower is CLIP's, so it is told
+    the config is a CLIP one (a `tokenizer_class` in tokenizer_config.json still wins).
+    """
+    from transformers import AutoTokenizer, CLIPConfig
+
+    from model.clip_vip import CONFIG_NAME, MODEL_TYPE
+
+    config_path = Path(processor_dir) / CONFIG_NAME
+    is_clip_vip = config_path.is_file() and json.loads(config_path.read_text()).get("model_type") == MODEL_TYPE
+    extra = {"config": CLIPConfig()} if is_clip_vip else {}
+    return AutoTokenizer.from_pretrained(processor_dir, use_fast=True, **extra)
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
