@@ -19,6 +19,10 @@ a published step rate: open_clip's ViT-B/16 on LAION-400M, 32 epochs of ~407M sa
 10,700 A100-hours (docs/PRETRAINED.md) = ~338 image-text pairs/s per A100. A CLIP-ViP clip costs
 about (T + 1) image passes (T frames + the middle frame) and two texts, i.e. ~10x a pair at T=12
 (FLOP count below); an H100 is taken as --h100-speedup x an A100 (bf16).
+Caveat: by default the loader reads the synthetic corpus, whose flat-colour clips decode in ~6 ms
+of CPU; realistic clips (bench_loader.py --content textured, ~54 ms decode, ~60-70 ms of loader
+CPU per clip) give ~14-17 clips per CPU-second, i.e. ~5-6 busy cores and about 8 decode cores per
+H100 at B/16. Pass --data with a build of your own footage for your number.
 
     .venv/bin/python benchmarks/bench_train.py [--steps 60] [--warmup 5] [--rounds 3] [--batch-size 4]
         [--loader-workers 2] [--data OUT] [--h100-speedup 2.5]
