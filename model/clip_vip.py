@@ -210,6 +210,13 @@ class CLIPViPModel(nn.Module):
         return model.eval()
 
 
+def is_clip_vip_checkpoint(folder: str | os.PathLike) -> bool:
+    """Whether `folder` holds a checkpoint written by `CLIPViPModel.save_pretrained` (its config.json
+    has the "clip_vip" section), as opposed to a plain CLIP folder or anything else."""
+    config_file = Path(folder) / CONFIG_NAME
+    return config_file.is_file() and MODEL_TYPE in json.loads(config_file.read_text())
+
+
 def _local_folder(source: str | os.PathLike) -> Path | None:
     """The folder when `source` is an existing local directory, else None (a hub name)."""
     path = Path(source) if source else None

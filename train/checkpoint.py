@@ -22,7 +22,6 @@ import os
 import random
 import re
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import torch
 
 from train.config import changed_keys
 from vipstream.config import ConfigError
+from vipstream.atomic import TMP_GLOB, temporary_path_for, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +49,6 @@ def checkpoints_root(run_dir: str | Path) -> Path:
 
 def step_dirname(step: int) -> str:
     return f"step_{step:08d}"
-
-
-def _tmp_sibling(path: Path) -> Path:
-    return path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = _tmp_sibling(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def step_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
@@ -88,7 +78,7 @@ def remove_stale_temporaries(run_dir: str | Path) -> None:
     """Hidden `.NAME.UUID.tmp` leftovers of a process killed mid-write."""
     root = checkpoints_root(run_dir)
     if root.is_dir():
-        for path in root.glob(".*.tmp"):
+        for path in root.glob(TMP_GLOB):
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
@@ -103,14 +93,14 @@ def save_checkpoint(run_dir: str | Path, step: int, model, state: dict[str, Any]
     root = checkpoints_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / step_dirname(step)
-    tmp = _tmp_sibling(final)
+    tmp = temporary_path_for(final)
     model.save_pretrained(tmp)
     torch.save({"format": STATE_FORMAT, **state}, tmp / STATE_NAME)
     (tmp / INFO_NAME).write_text(json.dumps({"step": step, **info}, indent=2, sort_keys=True, default=str))
     if final.exists():  # a rerun of the same step (resume from an older checkpoint): replace it
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _write_text_atomic(root / LATEST_NAME, final.name + "\n")
+    write_text_atomic(root / LATEST_NAME, final.name + "\n")
     prune_checkpoints(run_dir, keep)
     return final
 
@@ -173,10 +163,10 @@ def save_best(run_dir: str | Path, model, info: dict[str, Any]) -> Path:
     root = checkpoints_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / BEST_DIRNAME
-    tmp = _tmp_sibling(final)
+    tmp = temporary_path_for(final)
     model.save_pretrained(tmp)
     (tmp / "best.json").write_text(json.dumps(info, indent=2, sort_keys=True))
-    old = _tmp_sibling(final) if final.exists() else None
+    old = temporary_path_for(final) if final.exists() else None
     if old is not None:
         os.replace(final, old)
     os.replace(tmp, final)

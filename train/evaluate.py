@@ -33,7 +33,6 @@ batches, then `retrieval_metrics` plain and with DSL.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -184,7 +183,7 @@ def _load_encoders(model: Any, baseline: str | None) -> _Encoders:
     """
     from transformers import CLIPModel
 
-    from model.clip_vip import CONFIG_NAME, MODEL_TYPE, CLIPViPModel
+    from model.clip_vip import CONFIG_NAME, CLIPViPModel, is_clip_vip_checkpoint
 
     if baseline is not None and baseline not in BASELINES:
         raise ValueError(f"expected baseline None or one of {BASELINES}, found {baseline!r}")
@@ -194,7 +193,7 @@ def _load_encoders(model: Any, baseline: str | None) -> _Encoders:
         folder = Path(model)
         if not (folder / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{folder}: expected a checkpoint folder with {CONFIG_NAME}, found none")
-        is_clip_vip = MODEL_TYPE in json.loads((folder / CONFIG_NAME).read_text())  # a top-level key
+        is_clip_vip = is_clip_vip_checkpoint(folder)
         if baseline is None and not is_clip_vip:
             raise ValueError(f"{folder} is a plain CLIP checkpoint, not CLIP-ViP: evaluate it with "
                              f"baseline='meanpool' (--baseline meanpool), or convert it with "

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from train.config import TrainConfig, TrainSetup, data_config_class, load_setup
+from vipstream.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +82,7 @@ def write_launch_config(setup: TrainSetup, output: Path) -> Path:
     output.mkdir(parents=True, exist_ok=True)
     path = output / LAUNCH_CONFIG_NAME
     flat = {k: list(v) if isinstance(v, tuple) else v for k, v in setup.to_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(flat, sort_keys=False))
-    os.replace(tmp, path)
+    write_text_atomic(path, yaml.safe_dump(flat, sort_keys=False))
     return path
 
 

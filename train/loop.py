@@ -17,7 +17,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import random
 import tempfile
 import time
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from model.clip_vip import CONFIG_NAME, MODEL_TYPE, CLIPViPModel
+from model.clip_vip import CLIPViPModel, is_clip_vip_checkpoint
 from train.checkpoint import (checkpoints_root, latest_checkpoint, load_trainer_state, remove_stale_temporaries,
                               rng_state, save_best, save_checkpoint, select_checkpoint, set_rng_state)
 from train.config import TrainConfig, TrainSetup, loss_features
@@ -37,6 +36,7 @@ from train.distributed import (DistEnv, all_gather_objects, barrier, mean_over_r
                                teardown_distributed)
 from train.metrics import MetricsLog
 from train.step import FeatureModel, accumulate_gradients, make_loss_fn, model_inputs
+from vipstream.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,7 @@ def seed_everything(seed: int) -> None:
 
 def load_model(source: str | Path, cfg: TrainConfig) -> CLIPViPModel:
     """A CLIP-ViP checkpoint folder via from_pretrained, anything else (hub name, CLIP folder) via from_clip."""
-    config_file = Path(source) / CONFIG_NAME
-    if config_file.is_file() and MODEL_TYPE in json.loads(config_file.read_text()):
+    if is_clip_vip_checkpoint(source):
         return CLIPViPModel.from_pretrained(source)
     return CLIPViPModel.from_clip(str(source), num_proxies=cfg.num_proxies, temporal_size=cfg.temporal_size)
 
@@ -113,12 +112,6 @@ def lookup_metric(metrics: dict[str, Any], name: str) -> float:
         if isinstance(node, (int, float)):
             return float(node)
     raise KeyError(f"validation metric {name!r} not found; evaluate_model returned keys {sorted(metrics)}")
-
-
-def _write_json_atomic(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -404,7 +397,7 @@ class _Trainer:
         }
         if self.metrics is not None:
             self.metrics.close()
-            _write_json_atomic(self.run_dir / SUMMARY_FILENAME, summary)
+            write_text_atomic(self.run_dir / SUMMARY_FILENAME, json.dumps(summary, indent=2, sort_keys=True, default=str))
         barrier(self.env)
         return summary
 

@@ -7,9 +7,10 @@ dropped from metrics.jsonl and TensorBoard is told to purge them, so both read a
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from vipstream.atomic import write_text_atomic
 
 METRICS_NAME = "metrics.jsonl"
 TENSORBOARD_DIRNAME = "tensorboard"
@@ -57,9 +58,7 @@ class MetricsLog:
                     kept.append(line)
             except json.JSONDecodeError:
                 continue
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(line + "\n" for line in kept))
 
     def log(self, step: int, row: dict[str, Any]) -> None:
         row = {"step": step, **row}

@@ -8,10 +8,8 @@ missing caption is skipped the same way when a resumed run fast-forwards without
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import torch
@@ -180,11 +178,9 @@ def load_tokenizer(processor_dir: str):
     """
     from transformers import AutoTokenizer, CLIPConfig
 
-    from model.clip_vip import CONFIG_NAME, MODEL_TYPE
+    from model.clip_vip import is_clip_vip_checkpoint
 
-    config_path = Path(processor_dir) / CONFIG_NAME
-    is_clip_vip = config_path.is_file() and json.loads(config_path.read_text()).get("model_type") == MODEL_TYPE
-    extra = {"config": CLIPConfig()} if is_clip_vip else {}
+    extra = {"config": CLIPConfig()} if is_clip_vip_checkpoint(processor_dir) else {}
     return AutoTokenizer.from_pretrained(processor_dir, use_fast=True, **extra)
 
 
