@@ -232,8 +232,8 @@ def build_corpus(work: Path, videos: int, cpus: int, content: str = "synthetic")
     import pyarrow.parquet as pq
     import ray
 
-    from pipeline.build.config import PipelineConfig
-    from pipeline.build.jobs import run_build
+    from pipeline.builder.config import PipelineConfig
+    from pipeline.builder.jobs import run_build
     from tools.make_synthetic_corpus import make_synthetic_corpus
     from vipstream.schema import CAPTION_COLUMNS, caption_sidecar_path, middle_frame_index
 

@@ -53,8 +53,8 @@ TEXT_GFLOPS_PER_TOKEN = 2 * 38e6 / 1e9  # 2 x ~38M text-transformer weights
 
 def build_corpus(root: Path) -> Path:
     """Synthetic corpus -> shards (a local Ray, shut down after)."""
-    from pipeline.build.config import PipelineConfig
-    from pipeline.build.jobs import run_build
+    from pipeline.builder.config import PipelineConfig
+    from pipeline.builder.jobs import run_build
     from tools.make_synthetic_corpus import make_synthetic_corpus
 
     corpus = make_synthetic_corpus(root / "corpus", num_videos=4, seed=0)

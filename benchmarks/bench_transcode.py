@@ -62,9 +62,9 @@ def main() -> None:
     import pyarrow.parquet as pq
     import ray
 
-    from pipeline.build.config import PipelineConfig
-    from pipeline.build.jobs import run_build
-    from pipeline.build.manifest import read_manifest
+    from pipeline.builder.config import PipelineConfig
+    from pipeline.builder.jobs import run_build
+    from pipeline.builder.manifest import read_manifest
     from tools.make_synthetic_corpus import make_synthetic_corpus
 
     work = Path(tempfile.mkdtemp(prefix="bench_transcode_"))

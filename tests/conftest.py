@@ -34,8 +34,8 @@ def ray_local():
 @pytest.fixture(scope="session")
 def built_corpus(synthetic_corpus, ray_local, tmp_path_factory):
     """The synthetic corpus built into shards (2 videos per shard): (out_dir, summary)."""
-    from pipeline.build.config import PipelineConfig
-    from pipeline.build.jobs import run_build
+    from pipeline.builder.config import PipelineConfig
+    from pipeline.builder.jobs import run_build
 
     out_dir = tmp_path_factory.mktemp("built") / "out"
     summary = run_build(synthetic_corpus.meta_path, out_dir, PipelineConfig(videos_per_shard=2),

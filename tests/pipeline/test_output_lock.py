@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build.config import PipelineConfig
-from pipeline.build.jobs import run_build
+from pipeline.builder.config import PipelineConfig
+from pipeline.builder.jobs import run_build
 from pipeline.caption.captioner import CaptionerConfig
 from pipeline.caption.job import run_caption_job
 from pipeline.output_lock import BUILD_LOCK_FILENAME, CAPTION_LOCK_FILENAME, OutputLockedError, output_lock

@@ -12,7 +12,7 @@ import decord
 import numpy as np
 import pytest
 
-from pipeline.build.subtitles import clip_subtitle, load_subtitles
+from pipeline.builder.subtitles import clip_subtitle, load_subtitles
 from tools.demo_data import (COLOUR_RGB, DEMO_WORDS, RetrievalSet, frame_description, main, make_retrieval_set,
                              random_frame, render_frame, retrieval_captions)
 from tools.make_synthetic_corpus import (COLOURS, DIRECTION_WORD, FILLERS, OFF_TOPIC, OPPOSITE, asr_speech,

@@ -10,8 +10,8 @@ import decord
 import numpy as np
 import pytest
 
-from pipeline.build.subtitles import clip_subtitle, load_subtitles
-from pipeline.build.timestamps import parse_timestamp
+from pipeline.builder.subtitles import clip_subtitle, load_subtitles
+from pipeline.builder.timestamps import parse_timestamp
 from tests.media import ffprobe_json
 from tools.make_synthetic_corpus import SyntheticCorpus, main, make_synthetic_corpus
 

@@ -22,7 +22,7 @@ def test_help_says_what_the_tool_does_and_lists_the_verbs_in_the_order_they_are_
 def test_build_help_documents_every_config_key():
     import dataclasses
 
-    from pipeline.build.config import PipelineConfig
+    from pipeline.builder.config import PipelineConfig
 
     result = subprocess.run([*vipstream_cmd(), "build", "--help"], capture_output=True, text=True, check=True)
     for f in dataclasses.fields(PipelineConfig):
@@ -38,7 +38,7 @@ def test_synth_writes_an_hdvila_corpus_the_build_accepts(tmp_path):
     (line,) = (tmp_path / "meta.jsonl").read_text().splitlines()
     meta = json.loads(line)
     assert listing["videos"] == [meta["video_id"]] and meta["clip"]
-    from pipeline.build.manifest import read_manifest
+    from pipeline.builder.manifest import read_manifest
 
     (entry,) = read_manifest(tmp_path / "meta.jsonl", video_root=listing["video_root"]).entries
     assert entry.path and entry.subtitles and entry.subtitles.endswith(".vtt")

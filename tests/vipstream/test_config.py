@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from pipeline.build.config import PipelineConfig
+from pipeline.builder.config import PipelineConfig
 from vipstream.config import ConfigError, add_config_arguments, load_config, overrides_from_args
 
 

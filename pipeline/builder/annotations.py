@@ -4,7 +4,7 @@ A retrieval set (DESIGN.md section 2) is built by the same builder as the corpus
 video (the given span, else the whole video), its `json` carrying `captions` (a list) and no
 subtitle. This module only turns each annotation form into records of our manifest form,
 `{"video_id", "captions": [...], "path"?, "span"?}`, with the line each came from; finding the
-videos (under `--video-root`, by id, any extension) is `pipeline/build/manifest.py`'s job.
+videos (under `--video-root`, by id, any extension) is `pipeline/builder/manifest.py`'s job.
 
 Forms, detected from the file (`detect_form`):
 - `msrvtt-json`: MSR-VTT's `MSRVTT_data.json`, `{"videos": [{"video_id", ...}], "sentences":
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.build.manifest import ManifestReadResult, entries_from_records, iter_jsonl
+from pipeline.builder.manifest import ManifestReadResult, entries_from_records, iter_jsonl
 from pipeline.errors import ErrorRow, StageError
 
 FORMS = ("msrvtt-json", "csv", "activitynet", "jsonl")

@@ -1,4 +1,4 @@
-"""pipeline/build/subtitles.py: VTT (YouTube auto-captions), SRT and JSON cues, encodings, broken files."""
+"""pipeline/builder/subtitles.py: VTT (YouTube auto-captions), SRT and JSON cues, encodings, broken files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import random
 import pytest
 
 from pipeline.errors import StageError
-from pipeline.build.subtitles import (Cue, clip_subtitle, load_subtitles, normalise_cues, parse_json_cues,
+from pipeline.builder.subtitles import (Cue, clip_subtitle, load_subtitles, normalise_cues, parse_json_cues,
                                 parse_srt, parse_vtt, read_subtitle_text)
 
 # A YouTube auto-caption file as youtube-dl / yt-dlp write it: every cue repeats the previous line

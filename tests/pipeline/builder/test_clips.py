@@ -1,4 +1,4 @@
-"""pipeline/build/clips.py: timestamps, given-span validation and span planning from cues."""
+"""pipeline/builder/clips.py: timestamps, given-span validation and span planning from cues."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from pipeline.build.clips import ClipPlanSpec, Span, plan_clips, validate_span
-from pipeline.build.subtitles import Cue, clip_subtitle, parse_vtt
-from pipeline.build.timestamps import parse_timestamp
+from pipeline.builder.clips import ClipPlanSpec, Span, plan_clips, validate_span
+from pipeline.builder.subtitles import Cue, clip_subtitle, parse_vtt
+from pipeline.builder.timestamps import parse_timestamp
 from pipeline.errors import StageError
 
 # ---------------------------------------------------------------- parse_timestamp

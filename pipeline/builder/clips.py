@@ -1,7 +1,7 @@
 """Clip spans: validating given spans, planning spans from subtitle cues.
 
 Pure functions; no I/O. Given spans (HD-VILA-100M metadata) go through `parse_timestamp`
-(pipeline/build/timestamps.py) and
+(pipeline/builder/timestamps.py) and
 `validate_span`; without them, `plan_clips` cuts the video at subtitle sentence boundaries:
 
     cues -> normalise -> clamp to the video -> sentences -> split the too long -> merge the short
@@ -14,8 +14,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from pipeline.build.subtitles import Cue
-from pipeline.build.timestamps import parse_timestamp
+from pipeline.builder.subtitles import Cue
+from pipeline.builder.timestamps import parse_timestamp
 from pipeline.errors import StageError
 
 SPAN_STAGE = "span"
