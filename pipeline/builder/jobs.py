@@ -28,7 +28,7 @@ from pipeline.builder.build_shard import build_shard
 from pipeline.builder.config import PipelineConfig
 from pipeline.builder.manifest import ManifestReadResult, VideoEntry, read_manifest
 from pipeline.errors import ERROR_TABLE_SCHEMA, failure_counts
-from pipeline.output_lock import BUILD_LOCK_FILENAME, CAPTION_LOCK_FILENAME, output_lock
+from vipstream.output_lock import BUILD_LOCK_FILENAME, CAPTION_LOCK_FILENAME, output_lock
 from pipeline.ray_session import ray_session
 from pipeline.shards import read_stats, remove_stale_temporaries
 from vipstream.config import ConfigError, config_to_dict, save_config

@@ -31,7 +31,7 @@ from pipeline.caption.captioner import CaptionerConfig, CaptionerLoadError, chec
 from pipeline.caption.sidecars import SidecarWriter
 from pipeline.caption.stages import CaptionerActor, read_and_decode_shard
 from pipeline.errors import failure_counts
-from pipeline.output_lock import CAPTION_LOCK_FILENAME, output_lock
+from vipstream.output_lock import CAPTION_LOCK_FILENAME, output_lock
 from vipstream.config import ConfigError, config_to_dict
 from vipstream.errors import JobError
 from vipstream.schema import SHARDS_DIRNAME, caption_sidecar_path, captions_dir, shard_stats_path, shard_stem

@@ -1,4 +1,4 @@
-"""pipeline/output_lock.py: one writer per output. A second `vipstream build` into a locked OUT is
+"""vipstream/output_lock.py: one writer per output. A second `vipstream build` into a locked OUT is
 refused at once naming the holder, before it touches anything; a SIGKILLed holder leaves no lock;
 a caption run locks its captioner's folder; `build --overwrite` never pulls a folder from under a
 running caption job."""
@@ -21,7 +21,7 @@ from pipeline.builder.config import PipelineConfig
 from pipeline.builder.jobs import run_build
 from pipeline.caption.captioner import CaptionerConfig
 from pipeline.caption.job import run_caption_job
-from pipeline.output_lock import BUILD_LOCK_FILENAME, CAPTION_LOCK_FILENAME, OutputLockedError, output_lock
+from vipstream.output_lock import BUILD_LOCK_FILENAME, CAPTION_LOCK_FILENAME, OutputLockedError, output_lock
 from pipeline.ray_session import AUTH_NOTE
 from tests.conftest import REPO_ROOT, vipstream_cmd
 from tests.media import make_video
@@ -31,7 +31,7 @@ def _hold_lock_in_another_process(lock_path: Path, job: str = "vipstream build")
     """A real process holding `lock_path` (as a running job would) until it is killed."""
     code = textwrap.dedent(f"""
         import sys, time
-        from pipeline.output_lock import output_lock
+        from vipstream.output_lock import output_lock
         with output_lock({str(lock_path)!r}, {job!r}):
             print("locked", flush=True)
             time.sleep(600)
