@@ -118,3 +118,30 @@ def retrieval_set(ray_local, tmp_path_factory) -> tuple[Path, Path]:
                  "--output", str(out_dir), "--videos-per-shard", "4", "--short-side-px", "32", "--no-progress"])
     assert code == 0, f"vipstream build --annotations exited {code}"
     return out_dir, annotations
+
+
+@pytest.fixture(scope="session")
+def spans_build(ray_local, tmp_path_factory):
+    """A tiny HD-VILA-form corpus (tests/text_imports.py: clips with given spans) built in process
+    by `vipstream build --subtitle-db` from a reference-layout LMDB that lacks one clip's key,
+    holds one invalid-UTF-8 and one over-long text, and two keys naming no clip:
+    (out_dir, SpansCorpus, subtitle texts by clip_id as written to the DB)."""
+    from tests.text_imports import INVALID_UTF8, make_spans_corpus, write_lmdb
+    from vipstream.cli import main
+
+    folder = tmp_path_factory.mktemp("spans_build")
+    corpus = make_spans_corpus(folder)
+    texts = {"QMi8x8o55Ns.1.mp4": "a red square moves to the right".encode(),
+             "QMi8x8o55Ns.2.mp4": "café crème, ünïcode words".encode(),
+             "QMi8x8o55Ns.3.mp4": INVALID_UTF8,
+             "QMi8x8o55Ns.4.mp4": ("long " * 5000).encode(),
+             "Bx2y3z4w5v6.1.mp4": "two blue circles".encode(),
+             # Bx2y3z4w5v6.2.mp4: no key
+             "ZZextra0001.1.mp4": b"a clip not in the corpus", "ZZextra0001.2.mp4": b"another one"}
+    db = write_lmdb(folder / "hdvila_subtitles_92m_db", texts)
+    out_dir = folder / "out"
+    code = main(["build", "--input", str(corpus.meta_path), "--video-root", str(corpus.video_root),
+                 "--subtitle-db", str(db), "--output", str(out_dir), "--videos-per-shard", "2",
+                 "--short-side-px", "32", "--no-progress"])
+    assert code == 0, f"vipstream build --subtitle-db exited {code}"
+    return out_dir, corpus, texts

@@ -17,11 +17,13 @@ from pipeline.builder.clips import ClipPlanSpec, Span, plan_clips, validate_span
 from pipeline.builder.config import PipelineConfig
 from pipeline.builder.manifest import VideoEntry
 from pipeline.builder.staging import local_copy
+from pipeline.builder.subtitle_db import NO_SPANS_REASON, text_from_db
 from pipeline.builder.subtitles import Cue, clip_subtitle, load_subtitles
 from pipeline.builder.timestamps import parse_timestamp
 from pipeline.builder.transcode import ProbeInfo, TranscodeSpec, probe_video, transcode_clip
 from pipeline.errors import ErrorRow, StageError
 from pipeline.shards import ShardWriter
+from pipeline.text_db import ClipText
 from vipstream.schema import CLIP_CAPTIONS_FIELD, clip_key, shard_stem
 
 log = logging.getLogger(__name__)
@@ -104,9 +106,11 @@ def _clip_meta(entry: VideoEntry, clip: PlannedClip, text: str, out) -> dict[str
 
 
 def _build_video(entry: VideoEntry, shard: int, cfg: PipelineConfig, spec: TranscodeSpec,
-                 writer: ShardWriter, report: ShardReport) -> None:
+                 writer: ShardWriter, report: ShardReport, clip_texts: dict[str, ClipText] | None = None) -> None:
     if entry.path is None:
         raise StageError("input", entry.missing_reason or "video file not found")
+    if clip_texts is not None and entry.clips is None:
+        raise StageError("subtitles", NO_SPANS_REASON)
     # A remote (fsspec URI) source is copied locally for the time of its cuts: ffmpeg reads local files only.
     with local_copy(entry.path, cfg.remote_protocols, cfg.max_source_bytes,
                     cfg.source_fetch_timeout_s) as video_path:
@@ -114,6 +118,10 @@ def _build_video(entry: VideoEntry, shard: int, cfg: PipelineConfig, spec: Trans
         if entry.captions is not None:  # a retrieval video: its text is its captions, not subtitles
             report.video_seconds += probe.duration_s
             _cut_clips(entry, video_path, probe, [], shard, cfg, spec, writer, report)
+            return
+        if clip_texts is not None:  # --subtitle-db: texts per clip_id, no subtitle file read
+            report.video_seconds += probe.duration_s
+            _cut_clips(entry, video_path, probe, [], shard, cfg, spec, writer, report, clip_texts)
             return
         if not entry.subtitles:  # every clip would lack text and be dropped: say so, once, here
             raise StageError("subtitles", "no subtitle file for this video (looked beside it for the same "
@@ -126,11 +134,19 @@ def _build_video(entry: VideoEntry, shard: int, cfg: PipelineConfig, spec: Trans
 
 
 def _cut_clips(entry: VideoEntry, video_path: str, probe: ProbeInfo, cues: list[Cue], shard: int,
-               cfg: PipelineConfig, spec: TranscodeSpec, writer: ShardWriter, report: ShardReport) -> None:
-    """Plan, transcode and write the clips of one probed video; a failed clip is an error row."""
+               cfg: PipelineConfig, spec: TranscodeSpec, writer: ShardWriter, report: ShardReport,
+               clip_texts: dict[str, ClipText] | None = None) -> None:
+    """Plan, transcode and write the clips of one probed video; a failed clip is an error row.
+    With `clip_texts` (--subtitle-db), a clip's text is its clip_id's, and a clip without one fails."""
     context = {"video_id": entry.video_id, "source": entry.path, "line": entry.line}
     for clip in _plan(entry, cues, probe, cfg, report):
-        text = clip_subtitle(cues, clip.span.start_s, clip.span.end_s)
+        try:
+            text = (clip_subtitle(cues, clip.span.start_s, clip.span.end_s) if clip_texts is None
+                    else text_from_db(clip_texts, clip.clip_id))
+        except StageError as exc:
+            report.clips_failed += 1
+            report.fail(exc.to_row(**context, clip_id=clip.clip_id))
+            continue
         if not text and entry.captions is None:
             report.clips_without_text += 1
             continue
@@ -162,8 +178,11 @@ def _cut_clips(entry: VideoEntry, video_path: str, probe: ProbeInfo, cues: list[
 
 
 def build_shard(entries: list[VideoEntry], shard: int, out_dir: str, cfg: PipelineConfig,
-                node_id: str | None = None) -> dict[str, Any]:
-    """Write shard `shard` from `entries`; returns its stats (also committed beside the tar)."""
+                node_id: str | None = None, clip_texts: dict[str, ClipText] | None = None) -> dict[str, Any]:
+    """Write shard `shard` from `entries`; returns its stats (also committed beside the tar).
+
+    clip_texts: the clips' texts by clip_id (--subtitle-db, pipeline/builder/subtitle_db.py),
+    used instead of subtitle files."""
     started = time.perf_counter()
     report = ShardReport(shard=shard, node_id=node_id)
     spec = TranscodeSpec.from_config(cfg)
@@ -172,7 +191,7 @@ def build_shard(entries: list[VideoEntry], shard: int, out_dir: str, cfg: Pipeli
             report.videos += 1
             clips_before, failed_before = report.clips, report.clips_failed
             try:
-                _build_video(entry, shard, cfg, spec, writer, report)
+                _build_video(entry, shard, cfg, spec, writer, report, clip_texts)
             except StageError as exc:
                 report.videos_failed += 1
                 report.fail(exc.to_row(video_id=entry.video_id, source=entry.path, line=entry.line))

@@ -27,6 +27,7 @@ from pipeline.builder.annotations import AnnotationFormatError, AnnotationOption
 from pipeline.builder.build_shard import build_shard
 from pipeline.builder.config import PipelineConfig
 from pipeline.builder.manifest import ManifestReadResult, VideoEntry, read_manifest
+from pipeline.builder.subtitle_db import SubtitleDbTexts, read_subtitle_db
 from pipeline.errors import ERROR_TABLE_SCHEMA, failure_counts
 from vipstream.output_lock import BUILD_LOCK_FILENAME, CAPTION_LOCK_FILENAME, output_lock
 from pipeline.ray_session import ray_session
@@ -49,9 +50,12 @@ def assign_shards(entries: list[VideoEntry], videos_per_shard: int) -> list[list
     return [entries[i:i + videos_per_shard] for i in range(0, len(entries), videos_per_shard)]
 
 
-def _plan_fingerprint(entries: list[VideoEntry], cfg: PipelineConfig) -> str:
+def _plan_fingerprint(entries: list[VideoEntry], cfg: PipelineConfig,
+                      subtitle_db: SubtitleDbTexts | None = None) -> str:
     content = {"entries": [e.as_dict() for e in entries],
                "config": {k: getattr(cfg, k) for k in _CONTENT_KEYS}}
+    if subtitle_db is not None:  # texts from a DB: resuming with another (or none) would mix texts
+        content["subtitle_db"] = subtitle_db.source
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -95,11 +99,11 @@ def _remove_previous_build(out_dir: Path) -> None:
 
 
 def _build_shard_task(entries: list[dict[str, Any]], shard: int, out_dir: str,
-                      cfg: PipelineConfig) -> dict[str, Any]:
+                      cfg: PipelineConfig, clip_texts: dict | None = None) -> dict[str, Any]:
     import ray  # imported in the worker, where the task runs
 
     return build_shard([VideoEntry.from_dict(e) for e in entries], shard, out_dir, cfg,
-                       node_id=ray.get_runtime_context().get_node_id())
+                       node_id=ray.get_runtime_context().get_node_id(), clip_texts=clip_texts)
 
 
 def _source_bytes(group: list[VideoEntry]) -> int:
@@ -113,7 +117,7 @@ def _source_bytes(group: list[VideoEntry]) -> int:
 
 
 def _run_pending(pending: list[tuple[int, list[VideoEntry]]], out_dir: Path, cfg: PipelineConfig,
-                 progress: bool) -> dict[int, str]:
+                 progress: bool, subtitle_db: SubtitleDbTexts | None = None) -> dict[int, str]:
     """Run the shard tasks; returns {shard: reason} for tasks that crashed outright (their
     per-video failures are already error rows; this is a dead worker, a full disk, a bug)."""
     import ray
@@ -123,7 +127,8 @@ def _run_pending(pending: list[tuple[int, list[VideoEntry]]], out_dir: Path, cfg
     # Largest shards first (by source bytes, a proxy for work): the run's tail is then short
     # shards, not one long one on a single CPU. Output does not depend on this order.
     ordered = sorted(pending, key=lambda item: -_source_bytes(item[1]))
-    futures = {task.remote([e.as_dict() for e in group], shard, str(out_dir), cfg): shard
+    futures = {task.remote([e.as_dict() for e in group], shard, str(out_dir), cfg,
+                           subtitle_db.for_entries(group) if subtitle_db is not None else None): shard
                for shard, group in ordered}
     started = time.perf_counter()
     clips = failures = 0
@@ -189,13 +194,18 @@ def _summarise(all_stats: list[dict[str, Any]], errors: list[dict[str, Any]], nu
 def run_build(input_path: str | Path, out_dir: str | Path, cfg: PipelineConfig, *,
               video_root: str | Path | None = None, ray_address: str | None = None,
               overwrite: bool = False, progress: bool = True,
-              annotations: AnnotationOptions | None = None) -> dict[str, Any]:
+              annotations: AnnotationOptions | None = None,
+              subtitle_db: str | Path | None = None) -> dict[str, Any]:
     """Build (or resume) the corpus at `out_dir`; returns the summary also saved as summary.json.
 
     annotations: `input_path` is a retrieval set's annotation file, read with these options
-    (pipeline/builder/annotations.py): one clip per video carrying its captions."""
+    (pipeline/builder/annotations.py): one clip per video carrying its captions.
+    subtitle_db: clip texts by clip_id (pipeline/builder/subtitle_db.py) instead of subtitle files."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    if subtitle_db is not None and annotations is not None:
+        raise ConfigError("--subtitle-db gives corpus clips their texts: a retrieval set (--annotations) "
+                          "has its captions; use it with --input")
     try:
         if annotations is not None:
             listing = read_annotations(input_path, video_root, annotations)
@@ -205,17 +215,18 @@ def run_build(input_path: str | Path, out_dir: str | Path, cfg: PipelineConfig, 
         raise ConfigError(str(exc)) from None
     log.info("read %d videos (%s form), %d manifest errors", len(listing.entries), listing.form,
              len(listing.errors))
+    texts = read_subtitle_db(subtitle_db, listing.entries) if subtitle_db is not None else None
     groups = assign_shards(listing.entries, cfg.videos_per_shard)
     (out_dir / SHARDS_DIRNAME).mkdir(parents=True, exist_ok=True)
     # One build per OUT: taken before anything is cleaned up or removed, held to the end.
     with output_lock(out_dir / BUILD_LOCK_FILENAME, "vipstream build"):
-        return _build_locked(listing, groups, out_dir, cfg, ray_address, overwrite, progress, started)
+        return _build_locked(listing, groups, out_dir, cfg, ray_address, overwrite, progress, started, texts)
 
 
 def _build_locked(listing: ManifestReadResult, groups: list[list[VideoEntry]], out_dir: Path,
                   cfg: PipelineConfig, ray_address: str | None, overwrite: bool, progress: bool,
-                  started: float) -> dict[str, Any]:
-    _check_or_write_plan(out_dir, _plan_fingerprint(listing.entries, cfg), len(groups), overwrite)
+                  started: float, texts: SubtitleDbTexts | None = None) -> dict[str, Any]:
+    _check_or_write_plan(out_dir, _plan_fingerprint(listing.entries, cfg, texts), len(groups), overwrite)
     save_config(cfg, out_dir / CONFIG_FILENAME)  # only once the output is known to be this build's
     removed = remove_stale_temporaries(out_dir)
     if removed:
@@ -227,7 +238,7 @@ def _build_locked(listing: ManifestReadResult, groups: list[list[VideoEntry]], o
     crashed: dict[int, str] = {}
     if pending:
         with ray_session(ray_address, num_cpus=cfg.num_cpus or None):
-            crashed = _run_pending(pending, out_dir, cfg, progress)
+            crashed = _run_pending(pending, out_dir, cfg, progress, texts)
     all_stats = [read_stats(out_dir, i) for i in range(len(groups))]
     unfinished = {i: crashed.get(i, "no stats file") for i, s in enumerate(all_stats) if s is None}
     if unfinished:
@@ -240,6 +251,8 @@ def _build_locked(listing: ManifestReadResult, groups: list[list[VideoEntry]], o
     _write_table(errors, ERROR_TABLE_SCHEMA, out_dir / ERRORS_FILENAME)
     summary = _summarise(all_stats, errors, len(listing.entries) + sum(
         1 for e in listing.errors if e.video_id), skipped, time.perf_counter() - started, out_dir)
+    if texts is not None:
+        summary["subtitle_db"] = texts.summary()
     summary["config"] = config_to_dict(cfg)
     write_json_atomic(out_dir / SUMMARY_FILENAME, summary)
     return summary

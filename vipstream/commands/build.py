@@ -40,6 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--exclude-videos", type=Path, default=None,
                         help="with --annotations: leave out the videos of this list (e.g. the validation "
                              "split carved from the training videos)")
+    parser.add_argument("--subtitle-db", type=Path, default=None, metavar="DB",
+                        help="with --input: take each clip's text from this DB keyed by clip_id instead of "
+                             "subtitle files (an LMDB folder such as the reference's hdvila_subtitles_92m_db, "
+                             "or a JSONL/parquet of {clip_id, text}); the clips need given spans (HD-VILA "
+                             "meta JSONL); a clip without a text is an error row")
     parser.add_argument("--output", required=True, type=Path, help="output directory")
     parser.add_argument("--config", type=Path, default=None, help="YAML config (e.g. configs/pipeline.yaml)")
     parser.add_argument("--video-root", type=Path, default=None,
@@ -76,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     log.info("config: %s", json.dumps(config_to_dict(cfg)))
     summary = run_build(args.annotations or args.input, args.output, cfg, video_root=args.video_root,
                         ray_address=args.ray_address, overwrite=args.overwrite,
-                        progress=not args.no_progress, annotations=annotations)
+                        progress=not args.no_progress, annotations=annotations,
+                        subtitle_db=args.subtitle_db)
     summary.pop("config", None)
     print(json.dumps(summary, indent=2))
     if summary["clips"] == 0:
