@@ -54,6 +54,11 @@ class CaptionerConfig:
     decode_cpus: float = _f(1.0, "CPUs per shard read/decode task")
     ray_num_cpus: int = _f(0, "CPUs for a local Ray (0: all); ignored with --ray-address")
     overwrite: bool = _f(False, "recaption shards whose sidecar already exists")
+    # `--import DB` (pipeline/caption/imports.py): an imported caption is untrusted text. OFA
+    # captions are ~10 words and CLIP reads 77 tokens (~300 characters): 1000 keeps every real
+    # caption whole and bounds a hostile one.
+    import_max_chars: int = _f(1000, "with --import: captions longer than this many characters are cut "
+                                     "(counted in the summary)")
 
     def validate(self) -> None:
         if self.max_new_tokens < 1:
@@ -67,6 +72,8 @@ class CaptionerConfig:
         if self.num_gpus < 0 or self.num_cpus <= 0 or self.decode_cpus <= 0:
             raise ConfigError(f"need num_gpus >= 0, num_cpus > 0 and decode_cpus > 0, found "
                               f"{self.num_gpus}, {self.num_cpus}, {self.decode_cpus}")
+        if self.import_max_chars < 1:
+            raise ConfigError(f"import_max_chars must be >= 1, found {self.import_max_chars}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {DTYPES}, found {self.dtype!r}")
         if self.captioner_id is not None and sanitize_id(self.captioner_id) != self.captioner_id:

@@ -1,7 +1,8 @@
 """`vipstream caption`: caption the middle frame of every clip of built shards (a Ray Data job).
 
 Writes OUT/captions/{captioner_id}/{shard:06d}.parquet beside the shards, never touching them;
-rerunning resumes, another captioner (or other settings) gets its own folder.
+rerunning resumes, another captioner (or other settings) gets its own folder. With --import DB,
+the sidecar is filled from captions keyed by clip_id instead (pipeline/caption/imports.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true", default=None,
                         help="recaption shards whose sidecar already exists")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--import", dest="import_db", type=Path, default=None, metavar="DB",
+                        help="instead of running a captioner, import captions keyed by clip_id (with "
+                             "--captioner-id): an LMDB folder such as the released hdvila_ofa_captions_db, "
+                             "a JSON list of {image_id|clip_id, caption}, a JSONL or a parquet with "
+                             "clip_id, caption")
     add_config_arguments(parser, CaptionerConfig, skip=("overwrite",))
     parser.set_defaults(handler=run)
 
@@ -39,7 +45,28 @@ def run(args: argparse.Namespace) -> int:
     from vipstream.config import load_config, overrides_from_args
 
     cfg = load_config(CaptionerConfig, args.config, overrides_from_args(args, CaptionerConfig))
+    if args.import_db is not None:
+        return _import(args.shards, args.import_db, cfg, progress=not args.no_progress)
     return _caption(args.shards, cfg, args.ray_address, progress=not args.no_progress)
+
+
+def _import(out_dir: Path, db: Path, cfg, *, progress: bool) -> int:
+    """`--import DB`: exit 1 when a shard could not be read or no clip found its caption (the
+    usual cause: the DB's keys are not the manifest's clip_ids; the summary shows both)."""
+    from pipeline.caption.imports import run_caption_import
+
+    summary = run_caption_import(out_dir, db, cfg, progress=progress)
+    print(json.dumps(summary, indent=2))
+    found = summary["import"]
+    if summary["shards_failed"]:
+        print(f"vipstream caption: some shards could not be read; see {summary['sidecars']}/errors.parquet",
+              file=sys.stderr)
+        return 1
+    if found["clips"] and not found["keys_matched"]:
+        print(f"vipstream caption: no clip_id of the corpus is a key of {db} (its keys look like "
+              f"{found.get('sample_keys')}); see {summary['sidecars']}/errors.parquet", file=sys.stderr)
+        return 1
+    return 0
 
 
 def caption_after_build(out_dir: Path, captioner: str, ray_address: str | None = None) -> int:
