@@ -7,6 +7,11 @@ logit scale are all CLIP's); CLIP-ViP adds only `extra_proxies` `[M-1, D]` and
 
 Checkpoints are a folder with `model.safetensors` + `config.json` (the CLIP config and the
 CLIP-ViP fields) + the source checkpoint's tokenizer/processor files. Pickled weights are refused.
+
+The logit scale is CLIP's learnable log-scale s, used as exp(s) in the forward with no clamp
+there: as in the reference and open_clip, the parameter itself is clamped in place to
+[0, ln 200] after every optimizer step (`clamp_logit_scale_`) and on load. A clamp inside the
+forward has zero gradient once s drifts past ln 200, so s could never come back.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import CLIPConfig, CLIPModel
 
-from model.loss import MAX_LOG_LOGIT_SCALE, clamp_logit_scale
+from model.loss import clamp_logit_scale_
 from model.video_encoder import video_hidden_states
 
 logger = logging.getLogger(__name__)
@@ -63,7 +68,7 @@ class CLIPViPOutput(NamedTuple):
 
     video_embeds: torch.Tensor | None  # [B, D] L2-normalised
     text_embeds: torch.Tensor | None  # [B, D] L2-normalised
-    logit_scale: torch.Tensor  # 0-dim multiplier exp(clamp(s, 0, ln 200))
+    logit_scale: torch.Tensor  # 0-dim multiplier exp(s), s kept in [0, ln 200] by clamp_logit_scale_
 
 
 class CLIPViPModel(nn.Module):
@@ -108,8 +113,15 @@ class CLIPViPModel(nn.Module):
 
     @property
     def logit_scale(self) -> torch.Tensor:
-        """0-dim logit multiplier exp(s), s = CLIP's learnable log-scale clamped to [0, ln 200]."""
-        return clamp_logit_scale(self.clip.logit_scale, MAX_LOG_LOGIT_SCALE)
+        """0-dim logit multiplier exp(s), s = CLIP's learnable log-scale (not clamped here: the
+        parameter is clamped in place after each optimizer step and on load, `clamp_logit_scale_`)."""
+        return self.clip.logit_scale.exp()
+
+    def clamp_logit_scale_(self) -> "CLIPViPModel":
+        """Clamp the log-scale parameter in place to [0, ln 200], outside the graph (the
+        reference's `torch.clamp_(logit_scale.data, 0, log(200))`); call after optimizer.step()."""
+        clamp_logit_scale_(self.clip.logit_scale)
+        return self
 
     def forward(self, pixel_values: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None) -> CLIPViPOutput:
@@ -154,11 +166,14 @@ class CLIPViPModel(nn.Module):
     # -------------------------------------------------------------------------------- persistence
     @classmethod
     def from_clip(cls, source: str | os.PathLike | CLIPModel, num_proxies: int = 4, temporal_size: int = 12,
-                  config: CLIPViPConfig | None = None, **from_pretrained_kwargs) -> "CLIPViPModel":
+                  config: CLIPViPConfig | None = None, logit_scale_init: float | None = None,
+                  **from_pretrained_kwargs) -> "CLIPViPModel":
         """CLIP-ViP on the weights of any Hugging Face CLIP checkpoint (hub name, local folder, or
         a `CLIPModel`); new proxies random, temporal embedding zero. Safetensors weights only.
 
-        `config` overrides `num_proxies` / `temporal_size`; extra kwargs go to `CLIPModel.from_pretrained`.
+        `config` overrides `num_proxies` / `temporal_size`; `logit_scale_init` sets the log-scale
+        s (the reference starts post-pretraining from CLIP with 4.60; None keeps CLIP's own);
+        extra kwargs go to `CLIPModel.from_pretrained`.
         """
         config = config or CLIPViPConfig(num_proxies=num_proxies, temporal_size=temporal_size)
         if isinstance(source, CLIPModel):
@@ -171,7 +186,10 @@ class CLIPViPModel(nn.Module):
             if folder is None:
                 folder = _download_processor_files(str(source))
         model = cls(clip, config, _read_processor_files(folder))
-        return model.eval()
+        if logit_scale_init is not None:
+            with torch.no_grad():
+                model.clip.logit_scale.fill_(float(logit_scale_init))
+        return model.clamp_logit_scale_().eval()
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
         """Write `model.safetensors`, `config.json` and the processor files; returns the folder."""
@@ -207,7 +225,7 @@ class CLIPViPModel(nn.Module):
         clip = CLIPModel(CLIPConfig.from_dict(meta["clip_config"]))
         model = cls(clip, config, _read_processor_files(folder))
         model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)), strict=True)
-        return model.eval()
+        return model.clamp_logit_scale_().eval()
 
 
 def is_clip_vip_checkpoint(folder: str | os.PathLike) -> bool:
