@@ -7,6 +7,8 @@ logit scale are all CLIP's); CLIP-ViP adds only `extra_proxies` `[M-1, D]` and
 
 Checkpoints are a folder with `model.safetensors` + `config.json` (the CLIP config and the
 CLIP-ViP fields) + the source checkpoint's tokenizer/processor files. Pickled weights are refused.
+The reference implementation's `.pt` checkpoints (the released CLIP-ViP models) load with
+`from_xpretrain` and are written with `to_xpretrain_state_dict` (layout: model/xpretrain.py).
 
 The logit scale is CLIP's learnable log-scale s, used as exp(s) in the forward with no clamp
 there: as in the reference and open_clip, the parameter itself is clamped in place to
@@ -29,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import CLIPConfig, CLIPModel
 
+from model import xpretrain
 from model.loss import clamp_logit_scale_
 from model.video_encoder import video_hidden_states
 
@@ -226,6 +229,63 @@ class CLIPViPModel(nn.Module):
         model = cls(clip, config, _read_processor_files(folder))
         model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)), strict=True)
         return model.clamp_logit_scale_().eval()
+
+    # ------------------------------------------------------------------ the reference's .pt layout
+    @classmethod
+    def from_xpretrain(cls, checkpoint: str | os.PathLike | dict, clip: str | os.PathLike | CLIPConfig, *,
+                       num_proxies: int = xpretrain.REFERENCE_NUM_PROXIES,
+                       temporal_size: int = xpretrain.REFERENCE_TEMPORAL_SIZE,
+                       reference_pixels: bool = True) -> "CLIPViPModel":
+        """A model from the reference implementation's checkpoint (XPretrain's `VidCLIP.state_dict()`,
+        e.g. the released `pretrain_clipvip_base_32.pt`): float32, CPU, eval mode.
+
+        checkpoint: the `.pt` path (loaded with `torch.load(weights_only=True)`; float16 tensors
+            are cast to float32), or the state dict itself.
+        clip: hub name or local CLIP folder of the CLIP it was trained from (its config gives the
+            architecture; its tokenizer and image processor are carried along; its weights are not
+            read), or a `CLIPConfig` (then no tokenizer/processor files).
+        num_proxies / temporal_size: the reference's values (add_cls_num 3 + the class token, 12).
+        reference_pixels: the carried image processor resizes frames to S x S bicubic like the
+            reference (aspect not kept), instead of CLIP's short side + centre crop.
+
+        Strict: raises `XPretrainCheckpointError` naming every missing, unexpected or mis-shaped key
+        (the reference's own loader skips them silently). The logit scale is clamped to [0, ln 200].
+        """
+        files: dict[str, bytes] = {}
+        if isinstance(clip, CLIPConfig):
+            clip_config = clip
+        else:
+            folder = _local_folder(clip)
+            if folder is not None and is_clip_vip_checkpoint(folder):
+                raise ValueError(f"{folder} is a CLIP-ViP checkpoint folder; `clip` must name the plain CLIP the "
+                                 f"reference checkpoint was trained from (e.g. openai/clip-vit-base-patch32)")
+            clip_config = CLIPConfig.from_pretrained(str(clip))
+            files = _read_processor_files(folder if folder is not None else _download_processor_files(str(clip)))
+        config = CLIPViPConfig(num_proxies=num_proxies, temporal_size=temporal_size)
+        if reference_pixels:
+            files = xpretrain.with_reference_pixels(files, clip_config.vision_config.image_size)
+        model = cls(CLIPModel(clip_config), config, files)
+        source = "state dict" if isinstance(checkpoint, dict) else str(checkpoint)
+        state = checkpoint if isinstance(checkpoint, dict) else xpretrain.load_xpretrain_file(checkpoint)
+        converted = xpretrain.from_xpretrain_layout(state, model.state_dict(), source=source,
+                                                    **model._position_counts())
+        model.load_state_dict(converted, strict=True)
+        return model.clamp_logit_scale_().eval()
+
+    def to_xpretrain_state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """This model's weights in the reference's `VidCLIP.state_dict()` layout (position_ids
+        regenerated), detached on CPU; `torch.save` it and the reference code loads it. `dtype`
+        (e.g. torch.float16, as the released files) casts the float tensors."""
+        state = {name: tensor.detach().cpu() for name, tensor in self.state_dict().items()}
+        if dtype is not None:
+            state = {name: tensor.to(dtype) if tensor.is_floating_point() else tensor
+                     for name, tensor in state.items()}
+        return xpretrain.to_xpretrain_layout(state, **self._position_counts())
+
+    def _position_counts(self) -> dict[str, int]:
+        """Lengths of the reference's two position_ids buffers: 1 + P vision positions, L text positions."""
+        return {"vision_positions": self.clip.vision_model.embeddings.position_embedding.weight.shape[0],
+                "text_positions": self.clip.text_model.embeddings.position_embedding.weight.shape[0]}
 
 
 def is_clip_vip_checkpoint(folder: str | os.PathLike) -> bool:
