@@ -2,10 +2,11 @@
 
 from model.attention import proxy_guided_attention
 from model.clip_vip import CLIPViPConfig, CLIPViPModel, CLIPViPOutput, PickledWeightsError
-from model.loss import OCLLoss, clamp_logit_scale, gather_features, infonce_loss, ocl_loss, parse_variant
+from model.loss import OCLLoss, clamp_logit_scale_, gather_features, infonce_loss, ocl_loss, parse_variant
+from model.xpretrain import XPretrainCheckpointError
 
 __all__ = [
     "CLIPViPConfig", "CLIPViPModel", "CLIPViPOutput", "OCLLoss", "PickledWeightsError",
-    "clamp_logit_scale", "gather_features", "infonce_loss", "ocl_loss", "parse_variant",
-    "proxy_guided_attention",
+    "XPretrainCheckpointError", "clamp_logit_scale_", "gather_features", "infonce_loss", "ocl_loss",
+    "parse_variant", "proxy_guided_attention",
 ]

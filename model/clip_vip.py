@@ -7,6 +7,13 @@ logit scale are all CLIP's); CLIP-ViP adds only `extra_proxies` `[M-1, D]` and
 
 Checkpoints are a folder with `model.safetensors` + `config.json` (the CLIP config and the
 CLIP-ViP fields) + the source checkpoint's tokenizer/processor files. Pickled weights are refused.
+The reference implementation's `.pt` checkpoints (the released CLIP-ViP models) load with
+`from_xpretrain` and are written with `to_xpretrain_state_dict` (layout: model/xpretrain.py).
+
+The logit scale is CLIP's learnable log-scale s, used as exp(s) in the forward with no clamp
+there: as in the reference and open_clip, the parameter itself is clamped in place to
+[0, ln 200] after every optimizer step (`clamp_logit_scale_`) and on load. A clamp inside the
+forward has zero gradient once s drifts past ln 200, so s could never come back.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import CLIPConfig, CLIPModel
 
-from model.loss import MAX_LOG_LOGIT_SCALE, clamp_logit_scale
+from model import xpretrain
+from model.loss import clamp_logit_scale_
 from model.video_encoder import video_hidden_states
 
 logger = logging.getLogger(__name__)
@@ -63,7 +71,7 @@ class CLIPViPOutput(NamedTuple):
 
     video_embeds: torch.Tensor | None  # [B, D] L2-normalised
     text_embeds: torch.Tensor | None  # [B, D] L2-normalised
-    logit_scale: torch.Tensor  # 0-dim multiplier exp(clamp(s, 0, ln 200))
+    logit_scale: torch.Tensor  # 0-dim multiplier exp(s), s kept in [0, ln 200] by clamp_logit_scale_
 
 
 class CLIPViPModel(nn.Module):
@@ -108,8 +116,15 @@ class CLIPViPModel(nn.Module):
 
     @property
     def logit_scale(self) -> torch.Tensor:
-        """0-dim logit multiplier exp(s), s = CLIP's learnable log-scale clamped to [0, ln 200]."""
-        return clamp_logit_scale(self.clip.logit_scale, MAX_LOG_LOGIT_SCALE)
+        """0-dim logit multiplier exp(s), s = CLIP's learnable log-scale (not clamped here: the
+        parameter is clamped in place after each optimizer step and on load, `clamp_logit_scale_`)."""
+        return self.clip.logit_scale.exp()
+
+    def clamp_logit_scale_(self) -> "CLIPViPModel":
+        """Clamp the log-scale parameter in place to [0, ln 200], outside the graph (the
+        reference's `torch.clamp_(logit_scale.data, 0, log(200))`); call after optimizer.step()."""
+        clamp_logit_scale_(self.clip.logit_scale)
+        return self
 
     def forward(self, pixel_values: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None) -> CLIPViPOutput:
@@ -154,11 +169,14 @@ class CLIPViPModel(nn.Module):
     # -------------------------------------------------------------------------------- persistence
     @classmethod
     def from_clip(cls, source: str | os.PathLike | CLIPModel, num_proxies: int = 4, temporal_size: int = 12,
-                  config: CLIPViPConfig | None = None, **from_pretrained_kwargs) -> "CLIPViPModel":
+                  config: CLIPViPConfig | None = None, logit_scale_init: float | None = None,
+                  **from_pretrained_kwargs) -> "CLIPViPModel":
         """CLIP-ViP on the weights of any Hugging Face CLIP checkpoint (hub name, local folder, or
         a `CLIPModel`); new proxies random, temporal embedding zero. Safetensors weights only.
 
-        `config` overrides `num_proxies` / `temporal_size`; extra kwargs go to `CLIPModel.from_pretrained`.
+        `config` overrides `num_proxies` / `temporal_size`; `logit_scale_init` sets the log-scale
+        s (the reference starts post-pretraining from CLIP with 4.60; None keeps CLIP's own);
+        extra kwargs go to `CLIPModel.from_pretrained`.
         """
         config = config or CLIPViPConfig(num_proxies=num_proxies, temporal_size=temporal_size)
         if isinstance(source, CLIPModel):
@@ -171,7 +189,10 @@ class CLIPViPModel(nn.Module):
             if folder is None:
                 folder = _download_processor_files(str(source))
         model = cls(clip, config, _read_processor_files(folder))
-        return model.eval()
+        if logit_scale_init is not None:
+            with torch.no_grad():
+                model.clip.logit_scale.fill_(float(logit_scale_init))
+        return model.clamp_logit_scale_().eval()
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
         """Write `model.safetensors`, `config.json` and the processor files; returns the folder."""
@@ -207,7 +228,64 @@ class CLIPViPModel(nn.Module):
         clip = CLIPModel(CLIPConfig.from_dict(meta["clip_config"]))
         model = cls(clip, config, _read_processor_files(folder))
         model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)), strict=True)
-        return model.eval()
+        return model.clamp_logit_scale_().eval()
+
+    # ------------------------------------------------------------------ the reference's .pt layout
+    @classmethod
+    def from_xpretrain(cls, checkpoint: str | os.PathLike | dict, clip: str | os.PathLike | CLIPConfig, *,
+                       num_proxies: int = xpretrain.REFERENCE_NUM_PROXIES,
+                       temporal_size: int = xpretrain.REFERENCE_TEMPORAL_SIZE,
+                       reference_pixels: bool = True) -> "CLIPViPModel":
+        """A model from the reference implementation's checkpoint (XPretrain's `VidCLIP.state_dict()`,
+        e.g. the released `pretrain_clipvip_base_32.pt`): float32, CPU, eval mode.
+
+        checkpoint: the `.pt` path (loaded with `torch.load(weights_only=True)`; float16 tensors
+            are cast to float32), or the state dict itself.
+        clip: hub name or local CLIP folder of the CLIP it was trained from (its config gives the
+            architecture; its tokenizer and image processor are carried along; its weights are not
+            read), or a `CLIPConfig` (then no tokenizer/processor files).
+        num_proxies / temporal_size: the reference's values (add_cls_num 3 + the class token, 12).
+        reference_pixels: the carried image processor resizes frames to S x S bicubic like the
+            reference (aspect not kept), instead of CLIP's short side + centre crop.
+
+        Strict: raises `XPretrainCheckpointError` naming every missing, unexpected or mis-shaped key
+        (the reference's own loader skips them silently). The logit scale is clamped to [0, ln 200].
+        """
+        files: dict[str, bytes] = {}
+        if isinstance(clip, CLIPConfig):
+            clip_config = clip
+        else:
+            folder = _local_folder(clip)
+            if folder is not None and is_clip_vip_checkpoint(folder):
+                raise ValueError(f"{folder} is a CLIP-ViP checkpoint folder; `clip` must name the plain CLIP the "
+                                 f"reference checkpoint was trained from (e.g. openai/clip-vit-base-patch32)")
+            clip_config = CLIPConfig.from_pretrained(str(clip))
+            files = _read_processor_files(folder if folder is not None else _download_processor_files(str(clip)))
+        config = CLIPViPConfig(num_proxies=num_proxies, temporal_size=temporal_size)
+        if reference_pixels:
+            files = xpretrain.with_reference_pixels(files, clip_config.vision_config.image_size)
+        model = cls(CLIPModel(clip_config), config, files)
+        source = "state dict" if isinstance(checkpoint, dict) else str(checkpoint)
+        state = checkpoint if isinstance(checkpoint, dict) else xpretrain.load_xpretrain_file(checkpoint)
+        converted = xpretrain.from_xpretrain_layout(state, model.state_dict(), source=source,
+                                                    **model._position_counts())
+        model.load_state_dict(converted, strict=True)
+        return model.clamp_logit_scale_().eval()
+
+    def to_xpretrain_state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """This model's weights in the reference's `VidCLIP.state_dict()` layout (position_ids
+        regenerated), detached on CPU; `torch.save` it and the reference code loads it. `dtype`
+        (e.g. torch.float16, as the released files) casts the float tensors."""
+        state = {name: tensor.detach().cpu() for name, tensor in self.state_dict().items()}
+        if dtype is not None:
+            state = {name: tensor.to(dtype) if tensor.is_floating_point() else tensor
+                     for name, tensor in state.items()}
+        return xpretrain.to_xpretrain_layout(state, **self._position_counts())
+
+    def _position_counts(self) -> dict[str, int]:
+        """Lengths of the reference's two position_ids buffers: 1 + P vision positions, L text positions."""
+        return {"vision_positions": self.clip.vision_model.embeddings.position_embedding.weight.shape[0],
+                "text_positions": self.clip.text_model.embeddings.position_embedding.weight.shape[0]}
 
 
 def is_clip_vip_checkpoint(folder: str | os.PathLike) -> bool:

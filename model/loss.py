@@ -68,9 +68,12 @@ def parse_variant(variant: str) -> OCLTerms:
                     joint="joint" in parts, frame_caption="fc" in parts)
 
 
-def clamp_logit_scale(log_logit_scale: torch.Tensor, max_log: float = MAX_LOG_LOGIT_SCALE) -> torch.Tensor:
-    """The learnable log-scale clamped to [0, max_log], exponentiated: the logit multiplier (<= 200)."""
-    return log_logit_scale.clamp(0.0, max_log).exp()
+@torch.no_grad()
+def clamp_logit_scale_(log_logit_scale: torch.Tensor, max_log: float = MAX_LOG_LOGIT_SCALE) -> torch.Tensor:
+    """Clamp the learnable log-scale parameter in place to [0, max_log] (exp <= 200), outside the
+    graph, and return it: what the reference and open_clip do after each optimizer step. Never
+    clamp inside the forward instead: past the bound the gradient would be 0 and s stuck there."""
+    return log_logit_scale.clamp_(0.0, max_log)
 
 
 def _world() -> tuple[int, int]:
@@ -153,7 +156,8 @@ def ocl_loss(
         subtitle, caption, frame: `[b, D]` L2-normalised features of the clip's ASR subtitle, the
             middle frame's auxiliary caption and the middle frame (a 1-frame video); only those
             the variant uses are needed (others may be None).
-        logit_scale: 0-dim multiplier, already clamped (`CLIPViPModel.logit_scale`).
+        logit_scale: 0-dim multiplier exp(s) (`CLIPViPModel.logit_scale`; s is kept in
+            [0, ln 200] by the in-place clamp after each optimizer step).
         variant: see `parse_variant`; "ocl" is the paper's six-term loss.
         local_loss: compute only this rank's rows (see the module docstring).
     """
@@ -198,7 +202,7 @@ def infonce_loss(video: torch.Tensor, text: torch.Tensor, logit_scale: torch.Ten
     """Symmetric InfoNCE for fine-tuning: CE(V->T) + CE(T->V) over the gathered batch.
 
     Summed, not averaged, as the OCL terms are (the "vs" variant is this loss on subtitles).
-    video, text: `[b, D]` L2-normalised; logit_scale: 0-dim clamped multiplier.
+    video, text: `[b, D]` L2-normalised; logit_scale: 0-dim multiplier exp(s).
     With `return_terms`, `(loss, {"v2t": ..., "t2v": ...})`.
     """
     all_video, all_text = gather_features(video), gather_features(text)

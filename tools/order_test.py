@@ -26,8 +26,10 @@ import numpy as np
 def _frames(path: Path, num_frames: int) -> list[np.ndarray]:
     import decord
 
+    from train.data.frames import eval_frame_indices  # the loader's (the reference's) eval rule
+
     reader = decord.VideoReader(str(path))
-    indices = np.linspace(0, len(reader) - 1, num_frames).round().astype(int).tolist()
+    indices = eval_frame_indices(len(reader), num_frames).tolist()
     return list(reader.get_batch(indices).asnumpy())
 
 

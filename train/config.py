@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,10 @@ class TrainConfig:
     init: str = _f("openai/clip-vit-base-patch32", "hub CLIP name, local CLIP folder, or CLIP-ViP checkpoint folder")
     num_proxies: int = _f(4, "video proxy tokens M when starting from CLIP (paper: 4)")
     temporal_size: int = _f(12, "temporal embedding rows when starting from CLIP (paper: 12 frames)")
+    # The reference (XPretrain VidCLIP) sets the log logit scale to 4.60 when it starts from CLIP;
+    # a CLIP-ViP checkpoint keeps its own. The parameter is clamped to [0, ln 200] after each step.
+    logit_scale_init: float = _f(4.60, "log logit scale when starting from a plain CLIP (reference: 4.60; "
+                                       "openai CLIP's own is ln 100 = 4.6052); a CLIP-ViP --init keeps its own")
     # Loss. "ocl" is the paper's six-term sum (DESIGN.md section 1); "infonce" (fine-tuning, or
     # text_source mixed/annotation) is symmetric video-text InfoNCE over the one text per clip.
     loss: str = _f("ocl", "ocl | joint | vs | vc | vs+vc (any may add +fc) | infonce")
@@ -103,6 +108,8 @@ class TrainConfig:
                               f"{self.lr}, {self.weight_decay}, {self.grad_clip_norm}")
         if self.val_every < 0 or self.val_batch_size < 0:
             raise ConfigError("val_every and val_batch_size must be >= 0")
+        if not 0.0 <= self.logit_scale_init <= math.log(200.0):
+            raise ConfigError(f"logit_scale_init must be in [0, ln 200 = 5.298], found {self.logit_scale_init}")
         if self.val_every and not self.val_data:
             raise ConfigError(f"val_every={self.val_every} needs val_data (a retrieval set's OUT folder)")
 

@@ -19,12 +19,14 @@ Conventions (DESIGN.md section 1, as in the CLIP-ViP / CLIP4Clip evaluations):
   text per video, `text_video = arange(num_videos)`.
 
 DSL (dual softmax at inference, from CAMoE, used for the paper's "+DSL" rows) rescales the
-similarities by a softmax over the *query* axis: `sim * softmax(100 * sim, dim=queries)`. A
-candidate that is close to many queries is damped, so each candidate tends to be claimed by one
-query. For text->video the queries are the texts: softmax over dim 0 of `[texts, videos]`
-(each video's column normalised over all texts). For video->text the queries are the videos:
-softmax over dim 1 (each text's row normalised over all videos). It uses every test query at
-once, so it is transductive: report it beside the plain numbers, never in place of them.
+similarities once, exactly as the CLIP-ViP reference does (XPretrain CLIP-ViP/src/tasks/
+run_video_retrieval.py): `sim * softmax(100 * sim)` with the softmax over the *text* axis of the
+`[texts, videos]` matrix (dim 0: each video's column normalised over all texts), and both
+directions are ranked on that one matrix. For text->video the texts are the queries, so this is
+the usual prior over queries: a video close to many texts is damped. For video->text the same
+matrix is ranked along its other axis, so the softmax runs over the candidates; that is what the
+paper's v2t DSL numbers are, and only this makes ours comparable with them. It uses every test
+query at once, so it is transductive: report it beside the plain numbers, never in place of them.
 
 `evaluate_model` runs a model over a retrieval set (shards built from annotations, read by the
 streaming loader in its finite `eval` mode): each video encoded once, every caption encoded in
@@ -66,11 +68,14 @@ def _softmax(logits: np.ndarray, axis: int) -> np.ndarray:
     return exp / exp.sum(axis=axis, keepdims=True)
 
 
-def dual_softmax(sim: np.ndarray, query_axis: int, scale: float = DSL_SCALE) -> np.ndarray:
-    """`sim * softmax(scale * sim, axis=query_axis)`; `sim` `[num_texts, num_videos]`.
+#: Axis of `[texts, videos]` the DSL softmax runs over, for both directions (the reference's `axis=0`).
+DSL_AXIS = 0
 
-    query_axis 0 (the texts) for text->video, 1 (the videos) for video->text."""
-    return sim * _softmax(scale * sim, axis=query_axis)
+
+def dual_softmax(sim: np.ndarray, axis: int = DSL_AXIS, scale: float = DSL_SCALE) -> np.ndarray:
+    """`sim * softmax(scale * sim, axis=axis)`; `sim` `[num_texts, num_videos]`, axis 0 = over the
+    texts (the reference's, used for both directions by `retrieval_metrics`)."""
+    return sim * _softmax(scale * sim, axis=axis)
 
 
 def text_to_video_ranks(sim: np.ndarray, text_video: np.ndarray) -> np.ndarray:
@@ -115,7 +120,8 @@ def retrieval_metrics(sim: Any, text_video: Any, dsl: bool = False) -> dict[str,
     sim: `[num_texts, num_videos]` (torch tensor or array-like), higher = more similar; cosine
       similarities when `dsl` (the DSL temperature assumes values in [-1, 1]).
     text_video: `[num_texts]` int, the index of each text's video (a column of `sim`).
-    dsl: rescale with the dual softmax over each direction's query axis first (transductive).
+    dsl: rescale once with the dual softmax over the text axis (dim 0), then rank both directions
+      on that matrix, as the reference does (transductive; see the module docstring).
 
     Returns `{"t2v": {"R@1", "R@5", "R@10", "MdR", "MnR"}, "v2t": {...}}`, R@k in percent.
     """
@@ -131,10 +137,10 @@ def retrieval_metrics(sim: Any, text_video: Any, dsl: bool = False) -> dict[str,
                          f"min {text_video.min()}, max {text_video.max()}")
     if not np.isfinite(sim).all():
         raise ValueError(f"sim holds {int((~np.isfinite(sim)).sum())} non-finite values")
-    t2v_sim = dual_softmax(sim, query_axis=0) if dsl else sim
-    v2t_sim = dual_softmax(sim, query_axis=1) if dsl else sim
-    return {"t2v": rank_metrics(text_to_video_ranks(t2v_sim, text_video)),
-            "v2t": rank_metrics(video_to_text_ranks(v2t_sim, text_video))}
+    if dsl:
+        sim = dual_softmax(sim, axis=DSL_AXIS)
+    return {"t2v": rank_metrics(text_to_video_ranks(sim, text_video)),
+            "v2t": rank_metrics(video_to_text_ranks(sim, text_video))}
 
 
 # ------------------------------------------------------------------------------- model evaluation

@@ -57,10 +57,12 @@ def seed_everything(seed: int) -> None:
 
 
 def load_model(source: str | Path, cfg: TrainConfig) -> CLIPViPModel:
-    """A CLIP-ViP checkpoint folder via from_pretrained, anything else (hub name, CLIP folder) via from_clip."""
+    """A CLIP-ViP checkpoint folder via from_pretrained, anything else (hub name, CLIP folder) via
+    from_clip, its logit scale set to `logit_scale_init` (the reference's start from CLIP)."""
     if is_clip_vip_checkpoint(source):
         return CLIPViPModel.from_pretrained(source)
-    return CLIPViPModel.from_clip(str(source), num_proxies=cfg.num_proxies, temporal_size=cfg.temporal_size)
+    return CLIPViPModel.from_clip(str(source), num_proxies=cfg.num_proxies, temporal_size=cfg.temporal_size,
+                                  logit_scale_init=cfg.logit_scale_init)
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
@@ -285,6 +287,7 @@ class _Trainer:
                 self.scaler.update()
             else:
                 self.optimizer.step()
+            self.model.clamp_logit_scale_()  # in place to [0, ln 200], outside the graph (the reference's clamp)
             self.scheduler.step()
             self.progress.step += 1
             self.progress.samples += global_batch

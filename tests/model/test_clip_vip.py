@@ -45,7 +45,7 @@ def test_encode_text_equals_clip_text_features():
         torch.testing.assert_close(model.encode_text(ids, mask), expected, atol=1e-6, rtol=0)
 
 
-def test_forward_returns_unit_features_and_the_clamped_logit_scale():
+def test_forward_returns_unit_features_and_exp_of_the_unclamped_logit_scale():
     model = CLIPViPModel.from_clip(tiny_clip())
     ids, mask = text_batch(batch=2)
     with torch.no_grad():
@@ -54,13 +54,41 @@ def test_forward_returns_unit_features_and_the_clamped_logit_scale():
         torch.testing.assert_close(out.video_embeds.norm(dim=-1), torch.ones(2))
         torch.testing.assert_close(out.text_embeds.norm(dim=-1), torch.ones(2))
         assert model(input_ids=ids, attention_mask=mask).video_embeds is None
-        model.clip.logit_scale.fill_(10.0)
-        assert model.logit_scale.item() == pytest.approx(200.0)
-        model.clip.logit_scale.fill_(-3.0)
-        assert model.logit_scale.item() == pytest.approx(1.0)
         model.clip.logit_scale.fill_(4.0)
         assert model.logit_scale.item() == pytest.approx(torch.tensor(4.0).exp().item())
+        model.clip.logit_scale.fill_(6.0)  # no clamp in the forward: exp(6), not 200
+        assert model.logit_scale.item() == pytest.approx(torch.tensor(6.0).exp().item())
     assert MAX_LOG_LOGIT_SCALE == pytest.approx(5.298317, abs=1e-6)
+
+
+def test_past_ln_200_the_logit_scale_still_has_a_gradient_and_the_in_place_clamp_brings_it_back():
+    """A clamp inside the forward has zero gradient once s > ln 200 (s could never return); the
+    reference clamps the parameter in place instead, which `clamp_logit_scale_` does."""
+    model = CLIPViPModel.from_clip(tiny_clip(layers=1))
+    with torch.no_grad():
+        model.clip.logit_scale.fill_(6.0)
+    ids, mask = text_batch(batch=3)
+    out = model(pixel_values=pixels(3, 2), input_ids=ids, attention_mask=mask)
+    logits = out.logit_scale * out.video_embeds @ out.text_embeds.t()
+    F.cross_entropy(logits, torch.arange(3)).backward()
+    assert model.clip.logit_scale.grad is not None and model.clip.logit_scale.grad.abs() > 0
+    assert model.clamp_logit_scale_() is model
+    assert model.clip.logit_scale.item() == pytest.approx(MAX_LOG_LOGIT_SCALE, abs=1e-6)
+    with torch.no_grad():
+        model.clip.logit_scale.fill_(-0.5)
+    model.clamp_logit_scale_()
+    assert model.clip.logit_scale.item() == 0.0 and model.clip.logit_scale.requires_grad
+
+
+def test_loading_clamps_the_logit_scale_and_from_clip_can_set_the_reference_init(tiny_clip_dir, tmp_path):
+    model = CLIPViPModel.from_clip(tiny_clip_dir)
+    assert model.clip.logit_scale.item() == pytest.approx(tiny_clip().logit_scale.item())  # CLIP's own
+    assert CLIPViPModel.from_clip(tiny_clip_dir, logit_scale_init=4.6).clip.logit_scale.item() == pytest.approx(4.6)
+    with torch.no_grad():
+        model.clip.logit_scale.fill_(7.5)  # drifted past ln 200 (as a forward-clamped run could)
+    model.save_pretrained(tmp_path / "drifted")
+    loaded = CLIPViPModel.from_pretrained(tmp_path / "drifted")
+    assert loaded.clip.logit_scale.item() == pytest.approx(MAX_LOG_LOGIT_SCALE, abs=1e-6)
 
 
 def test_video_sequence_layout_proxies_positions_and_temporal_embedding():

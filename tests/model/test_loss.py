@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.loss import OCLLoss, clamp_logit_scale, infonce_loss, ocl_loss, parse_variant
+from model.loss import MAX_LOG_LOGIT_SCALE, OCLLoss, clamp_logit_scale_, infonce_loss, ocl_loss, parse_variant
 from tests.model.loss_reference import SCALE, VARIANTS, reference_ocl, unit_features
 
 
@@ -87,10 +88,13 @@ def test_variant_names_are_parsed_and_bad_ones_refused():
         ocl_loss(*unit_features(2, 4, seed=0)[:2], None, None, torch.tensor(1.0), "vc")
 
 
-def test_logit_scale_is_clamped_to_0_and_ln_200():
-    assert clamp_logit_scale(torch.tensor(7.0)).item() == pytest.approx(200.0)
-    assert clamp_logit_scale(torch.tensor(-1.0)).item() == pytest.approx(1.0)
-    assert clamp_logit_scale(torch.tensor(100.0).log()).item() == pytest.approx(100.0)
+def test_logit_scale_parameter_is_clamped_in_place_to_0_and_ln_200_outside_the_graph():
+    for value, expected in ((7.0, MAX_LOG_LOGIT_SCALE), (-1.0, 0.0), (math.log(100.0), math.log(100.0))):
+        parameter = torch.nn.Parameter(torch.tensor(value))
+        returned = clamp_logit_scale_(parameter)
+        assert returned is parameter and parameter.requires_grad and parameter.grad_fn is None
+        assert parameter.item() == pytest.approx(expected, abs=1e-6)
+    assert math.exp(MAX_LOG_LOGIT_SCALE) == pytest.approx(200.0)
 
 
 def _free_port() -> int:

@@ -55,7 +55,7 @@ def test_a_video_without_captions_is_a_candidate_but_not_a_query():
     _approx(m["v2t"], {"R@1": 100.0, "MdR": 1.0, "MnR": 1.0})  # two queries, both rank 1
 
 
-def test_dsl_softmax_runs_over_the_query_axis_of_each_direction():
+def test_dsl_softmax_runs_over_the_texts_and_damps_a_hub_video_for_text_to_video():
     # v0 is a "hub" close to both texts: plain t2v puts it first for t1 too.
     sim = np.array([[0.60, 0.55],   # t0 -> v0
                     [0.60, 0.58]])  # t1 -> v1
@@ -63,23 +63,38 @@ def test_dsl_softmax_runs_over_the_query_axis_of_each_direction():
     _approx(plain["t2v"], {"R@1": 50.0, "MnR": 1.5})
     _approx(plain["v2t"], {"R@1": 50.0, "MnR": 1.5})  # v0: t1 ties its own t0 -> rank 2
 
-    # t2v: softmax over the texts (dim 0), column by column, by hand:
+    # softmax over the texts (dim 0), column by column, by hand:
     # v0 [.6 .6] -> [.5 .5]; v1 [.55 .58] -> [1/(1+e^3), 1/(1+e^-3)]
     s = 1 / (1 + math.exp(3))
-    expected_t2v = np.array([[0.3, 0.55 * s], [0.3, 0.58 * (1 - s)]])
-    np.testing.assert_allclose(dual_softmax(sim, query_axis=0), expected_t2v, rtol=1e-9)
-    # v2t: softmax over the videos (dim 1), row by row: t0 [.6 .55] -> e^5 : 1; t1 [.6 .58] -> e^2 : 1
-    a, b = 1 / (1 + math.exp(-5)), 1 / (1 + math.exp(-2))
-    expected_v2t = np.array([[0.6 * a, 0.55 * (1 - a)], [0.6 * b, 0.58 * (1 - b)]])
-    np.testing.assert_allclose(dual_softmax(sim, query_axis=1), expected_v2t, rtol=1e-9)
-
+    expected = np.array([[0.3, 0.55 * s], [0.3, 0.58 * (1 - s)]])
+    np.testing.assert_allclose(dual_softmax(sim), expected, rtol=1e-9)
     dsl = retrieval_metrics(sim, [0, 1], dsl=True)
-    # t2v on expected_t2v: t0 [.3, .026] rank 1; t1 [.3, .552] rank 1.
+    # t2v on `expected`: t0 [.3, .026] rank 1; t1 [.3, .552] rank 1.
     # (the other axis would give t1 [.528, .069] -> rank 2, so the axis matters)
     _approx(dsl["t2v"], {"R@1": 100.0, "MdR": 1.0, "MnR": 1.0})
-    # v2t on expected_v2t: v0 column [.596, .528] own t0 first; v1 column [.0037, .069] own t1 first.
-    # (the other axis would leave v0's column tied [.3, .3] -> rank 2)
-    _approx(dsl["v2t"], {"R@1": 100.0, "MdR": 1.0, "MnR": 1.0})
+
+
+def test_dsl_video_to_text_ranks_the_same_text_axis_matrix_as_the_reference():
+    """The reference applies the dual softmax once, over the texts of [texts, videos], and ranks
+    both directions on it; a per-video softmax for video->text would give other numbers."""
+    sim = np.array([[0.55, 0.41],   # t0 -> v0
+                    [0.32, 0.31]])  # t1 -> v1
+    _approx(retrieval_metrics(sim, [0, 1])["v2t"], {"R@1": 50.0, "MdR": 1.5, "MnR": 1.5})  # v1: t0 .41 > t1 .31
+    # by hand, column by column over the texts: v0 [55, 32] -> sigmoid(+-23); v1 [41, 31] -> sigmoid(+-10)
+    def sigmoid(x):
+        return 1 / (1 + math.exp(-x))
+
+    expected = np.array([[0.55 * sigmoid(23), 0.41 * sigmoid(10)],     # [0.55,    0.40998]
+                         [0.32 * sigmoid(-23), 0.31 * sigmoid(-10)]])  # [3.3e-11, 1.41e-5]
+    np.testing.assert_allclose(dual_softmax(sim), expected, rtol=1e-9)
+    dsl = retrieval_metrics(sim, [0, 1], dsl=True)
+    _approx(dsl["t2v"], {"R@1": 100.0, "MdR": 1.0, "MnR": 1.0})   # rows: .55 > .41; 1.41e-5 > 3.3e-11
+    # columns: v0 own t0 .55 first (rank 1); v1 own t1 1.41e-5 below t0's .40998 (rank 2)
+    _approx(dsl["v2t"], {"R@1": 50.0, "MdR": 1.5, "MnR": 1.5})
+    # a softmax over the videos (dim 1) instead: v1's column [.41 sigmoid(-14), .31 sigmoid(-1)] =
+    # [3.4e-7, .083] would rank t1 first: R@1 100, not the reference's 50
+    per_video = dual_softmax(sim, axis=1)
+    assert per_video[1, 1] > per_video[0, 1]
 
 
 def test_paragraph_mode_is_one_text_per_video():

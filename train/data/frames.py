@@ -1,11 +1,12 @@
 """Which frames of a clip the model sees, and decoding exactly those with decord.
 
-Frame rules (DESIGN.md section 1, from the CLIP-ViP reference), for a clip of n decoded frames
-and T = num_frames:
-- eval: `linspace(0, n-1, T)` rounded;
-- train: `linspace(start, end, T)` rounded, start drawn from [0, n/(T-1)] and end from
-  [n-1-n/(T-1), n-1] (n/11 at T=12), so each epoch sees slightly shifted frames.
-Clips shorter than T frames repeat frames (the rounded linspace repeats indices).
+Frame rules (DESIGN.md section 1), exactly the CLIP-ViP reference's (XPretrain CLIP-ViP/src/
+datasets, `get_sample_idx` with sample_rate 0), for a clip of n decoded frames and T = num_frames:
+- eval: `np.linspace(0, n-1, T).astype(int)`: truncated, not rounded (rounding picks a frame one
+  later at some position for 545 of the lengths n = 1..600 at T = 12);
+- train: `np.linspace(start, end, T).astype(int)`, start drawn from [0, J] and end from
+  [n-1-J, n-1], J = int(n / (T-1)) (n/11 at T=12), so each epoch sees slightly shifted frames.
+Clips shorter than T frames repeat frames (the truncated linspace repeats indices).
 The middle frame F is `schema.middle_frame_index(n)`: the frame the captioner saw.
 """
 
@@ -19,28 +20,37 @@ import numpy as np
 from vipstream.schema import middle_frame_index
 
 
+def spaced_indices(start: int, end: int, num_frames: int) -> np.ndarray:
+    """[T] int64 `np.linspace(start, end, T)` truncated towards zero, as the reference's `.astype(int)`."""
+    return np.linspace(start, end, num_frames).astype(np.int64)
+
+
 def eval_frame_indices(num_decoded: int, num_frames: int) -> np.ndarray:
-    """[T] int64 indices `linspace(0, n-1, T)` rounded."""
+    """[T] int64 indices `linspace(0, n-1, T)`, truncated."""
     if num_decoded <= 0:
         raise ValueError(f"a clip needs at least one frame, found {num_decoded}")
-    return np.rint(np.linspace(0, num_decoded - 1, num_frames)).astype(np.int64)
+    return spaced_indices(0, num_decoded - 1, num_frames)
 
 
 def train_frame_bounds(num_decoded: int, num_frames: int) -> tuple[int, int]:
-    """Largest start jitter and smallest end of the train rule: start in [0, J], end in [n-1-J, n-1]."""
+    """Largest start jitter and smallest end of the train rule: start in [0, J], end in [n-1-J, n-1].
+
+    J = int(n / (T-1)) as in the reference, capped at (n-1)//2 so the start never passes the
+    end. The cap binds only for T <= 3 (never at T >= 4), where the reference could draw a
+    start after the end (T = 3: reversed frames) or an index outside the clip (T = 2)."""
     jitter = int(num_decoded / max(num_frames - 1, 1))
     jitter = min(jitter, (num_decoded - 1) // 2)  # start never passes the end
     return jitter, num_decoded - 1 - jitter
 
 
 def train_frame_indices(num_decoded: int, num_frames: int, rng: np.random.Generator) -> np.ndarray:
-    """[T] int64 indices `linspace(start, end, T)` rounded, start/end drawn within the bounds."""
+    """[T] int64 indices `linspace(start, end, T)` truncated, start/end drawn within the bounds."""
     if num_decoded <= 0:
         raise ValueError(f"a clip needs at least one frame, found {num_decoded}")
     max_start, min_end = train_frame_bounds(num_decoded, num_frames)
     start = int(rng.integers(0, max_start + 1))
     end = int(rng.integers(min_end, num_decoded))
-    return np.rint(np.linspace(start, end, num_frames)).astype(np.int64)
+    return spaced_indices(start, end, num_frames)
 
 
 @dataclass(frozen=True)

@@ -23,15 +23,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Encode every video of a retrieval set (built with `vipstream build --annotations`) "
                     "once and every caption as a query; print text->video and video->text R@1, R@5, "
                     "R@10, median rank (MdR) and mean rank (MnR), and write them to a JSON file. Ties "
-                    "count against the correct item. --dsl adds the dual-softmax rows (DSL: "
-                    "sim * softmax(100 sim) over the queries), which are transductive: they use every "
-                    "test query at once, so they are reported beside the plain numbers, never instead.")
+                    "count against the correct item. --dsl adds the dual-softmax rows (DSL, as the CLIP-ViP "
+                    "reference computes it: sim * softmax(100 sim) over the texts, both directions ranked "
+                    "on that one matrix), which are transductive: they use every test query at once, so "
+                    "they are reported beside the plain numbers, never instead.")
     parser.add_argument("--checkpoint", required=True, type=Path,
-                        help="CLIP-ViP checkpoint folder (or a plain CLIP folder with --baseline meanpool)")
+                        help="CLIP-ViP checkpoint folder, a reference .pt (XPretrain's, e.g. "
+                             "pretrain_clipvip_base_32.pt) with --clip, or a plain CLIP folder with --baseline meanpool")
+    parser.add_argument("--clip", default=None,
+                        help="with a reference .pt --checkpoint: the CLIP it was trained from (hub name or local "
+                             "folder: architecture, tokenizer); frames are resized as the reference does")
     parser.add_argument("--data", required=True, type=Path, help="retrieval set: a build OUT folder")
     parser.add_argument("--frames", type=int, default=12,
-                        help="frames per video, eval rule linspace(0, n-1, T) (paper: 12; 32 for long videos)")
-    parser.add_argument("--dsl", action="store_true", help="also report the DSL (transductive) rows")
+                        help="frames per video, eval rule linspace(0, n-1, T) truncated, as the reference (paper: 12; "
+                             "32 for long videos)")
+    parser.add_argument("--dsl", action="store_true",
+                        help="also report the DSL (transductive) rows: softmax over the texts, as the reference")
     parser.add_argument("--baseline", choices=("meanpool",), default=None,
                         help="meanpool: a plain CLIP checkpoint, per-frame image features averaged "
                              "(the CLIP4Clip-meanP zero-shot baseline)")
@@ -68,13 +75,12 @@ def run(args: argparse.Namespace) -> int:
     if args.frames < 1 or args.batch_size < 1 or args.max_text_length < 2:
         raise ConfigError(f"expected --frames >= 1, --batch-size >= 1, --max-text-length >= 2; found "
                           f"{args.frames}, {args.batch_size}, {args.max_text_length}")
-    if not args.checkpoint.is_dir():
-        raise ConfigError(f"--checkpoint {args.checkpoint} is not a folder")
     if not args.data.is_dir():
         raise ConfigError(f"--data {args.data} is not a folder (expected a build OUT folder)")
+    model = _model_source(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        result = evaluate_model(str(args.checkpoint), args.data, None, num_frames=args.frames,
+        result = evaluate_model(model, args.data, None, num_frames=args.frames,
                                 batch_size=args.batch_size, device=device, baseline=args.baseline,
                                 max_text_length=args.max_text_length, num_workers=args.num_workers,
                                 progress=not args.no_progress)
@@ -92,3 +98,25 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(result, dsl=args.dsl))
     print(f"metrics written to {args.output}")
     return 0
+
+
+def _model_source(args: argparse.Namespace) -> Any:
+    """What evaluate_model gets: a checkpoint folder (path string), or the model of a reference .pt
+    (`CLIPViPModel.from_xpretrain`, which needs --clip)."""
+    from vipstream.config import ConfigError
+
+    if args.checkpoint.is_dir():
+        if args.clip is not None:
+            raise ConfigError("--clip goes with a reference .pt --checkpoint; a checkpoint folder carries its own")
+        return str(args.checkpoint)
+    if not args.checkpoint.is_file():
+        raise ConfigError(f"--checkpoint {args.checkpoint}: no such folder or file")
+    if args.clip is None:
+        raise ConfigError(f"--checkpoint {args.checkpoint} is a file: a reference .pt needs --clip (the CLIP it was "
+                          f"trained from, e.g. openai/clip-vit-base-patch32)")
+    from model.clip_vip import CLIPViPModel
+
+    try:
+        return CLIPViPModel.from_xpretrain(args.checkpoint, args.clip)
+    except (ValueError, OSError) as exc:  # XPretrainCheckpointError naming the keys, an unknown --clip
+        raise ConfigError(str(exc)) from exc
