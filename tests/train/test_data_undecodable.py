@@ -36,7 +36,6 @@ def _train(data, stand_in_clip, output, timeout: float = 300.0) -> tuple[int, st
     return done.returncode, done.stderr, time.perf_counter() - started
 
 
-@pytest.mark.slow
 def test_every_mp4_a_png_exits_1_after_a_round_with_one_line_and_few_warnings(png, stand_in_clip, tmp_path):
     write_caption_shards(tmp_path / "png", [3, 3], clip=png)
     code, stderr, seconds = _train(tmp_path / "png", stand_in_clip, tmp_path / "run")
