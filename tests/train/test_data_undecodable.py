@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import signal
 import subprocess
 import time
 
@@ -32,8 +34,16 @@ def _train(data, stand_in_clip, output, timeout: float = 300.0) -> tuple[int, st
                "--text-source", "subtitle", "--loss", "vs", "--max-steps", "2", "--batch-size", "2",
                "--num-frames", "3", "--loader-workers", "1", "--progress", "false"]
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    return done.returncode, done.stderr, time.perf_counter() - started
+    # its own process group: a run that spins past the timeout is ended with its loader workers
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    return process.returncode, stderr, time.perf_counter() - started
 
 
 def test_every_mp4_a_png_exits_1_after_a_round_with_one_line_and_few_warnings(png, stand_in_clip, tmp_path):
