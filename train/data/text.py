@@ -204,10 +204,10 @@ def load_tokenizer(processor_dir: str):
 
 
 #: Characters of text kept per token of max_text_length. English averages ~4-5 characters per
-#: CLIP BPE token (a space included), and CLIP's vocabulary words are at most ~20 characters, so
-#: 16 per token keeps several times max_text_length tokens of real text: cutting there never
-#: changes the tokens (test_data_text.py checks it on a real subtitle), while a hostile 40 MB
-#: subtitle costs the tokenizer ~1,100 characters at max_text_length 70.
+#: CLIP BPE token (its space included), so 16 per token keeps over 3x max_text_length tokens of
+#: ordinary text and the cut never changes the tokens (test_data_text.py checks it on a 600 KB
+#: subtitle); only text of runs of whitespace or of single words longer than ~16 characters could
+#: lose tokens. A hostile 40 MB subtitle costs the tokenizer ~1,100 characters at max_text_length 70.
 CHARS_PER_TOKEN = 16
 
 
