@@ -41,8 +41,8 @@ of page faults per clip on this VM, ~3.6 us per 4 KiB page with shmem huge pages
 channel-last (a plain copy); TrainLoader normalises them in the main process into fresh numpy
 buffers (transparent huge pages), one image at a time on one thread: ~1.5 (worker) + ~1.9 (main)
 ms per clip instead of ~7.3 (micro-benchmark). The rest is the webdataset tar stream and the
-1000-sample shuffle buffer (it holds the mp4 bytes: worker RSS grows ~100 MiB a round on
-textured clips until it is full, ~0.5 GiB per worker for 560 KiB clips), collation, tokenising.
+1000-sample shuffle buffer (it holds the mp4 bytes; it used to grow worker RSS by ~0.5 GiB on
+these clips, now bounded by sample_shuffle_bytes: bench_loader_soak.py), collation, tokenising.
 Not done: decord's resize-on-decode (the builder's clips already have the 224 short side, so
 the crop is a view and nothing is resized). torchcodec could not be tried: the PyPI wheel is
 the CUDA build (needs libnvrtc). The consumer's cost is not timed (the bench never touches the

@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from pipeline.caption.job import CAPTIONER_FILENAME
+from vipstream.caption_sidecar import SidecarError, read_sidecar
 from vipstream.config import ConfigError
 from vipstream.schema import (CAPTIONS_DIRNAME, ERRORS_FILENAME, MANIFEST_FILENAME, SHARDS_DIRNAME,
                               shard_stats_path)
@@ -61,9 +62,13 @@ def _captioner_report(folder: Path, out_dir: Path, finished: dict[int, dict[str,
     info = _read_stats(folder / CAPTIONER_FILENAME) or {}
     sidecars = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _SIDECAR.match(p.name)))
     captions = covered = 0
-    stale, orphan = [], []
+    stale, orphan, bad = [], [], {}
     for shard, path in sidecars:
-        rows = _num_rows(path)
+        try:  # the trainer's check: a sidecar it would skip is reported, not counted
+            rows = read_sidecar(path).rows
+        except SidecarError as exc:
+            bad[shard] = exc.reason
+            continue
         if shard not in finished:
             orphan.append(shard)  # its shard is gone or being rebuilt
             continue
@@ -81,6 +86,7 @@ def _captioner_report(folder: Path, out_dir: Path, finished: dict[int, dict[str,
         "shards_missing": sorted(set(finished) - {s for s, _ in sidecars}),
         "stale_sidecars": stale,
         "orphan_sidecars": orphan,
+        "bad_sidecars": {f"{shard:06d}": reason for shard, reason in bad.items()},
         "errors_by_stage": _errors_by_stage(folder / ERRORS_FILENAME, []),
     }
 
@@ -149,4 +155,7 @@ def format_report(report: dict[str, Any]) -> str:
         if c["orphan_sidecars"]:
             lines.append(f"warning: {c['captioner_id']}: sidecars without a finished shard: "
                          f"{_shard_list(c['orphan_sidecars'])}")
+        for shard, reason in c.get("bad_sidecars", {}).items():
+            lines.append(f"warning: {c['captioner_id']}: sidecar {shard} is unusable ({reason}): training "
+                         f"skips it, `vipstream caption` redoes it")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ import os
 import sys
 
 from vipstream.config import ConfigError
+from vipstream.errors import JobError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"python -m train: configuration error: {exc}", file=sys.stderr)
         return 2
+    except JobError as exc:
+        print(f"python -m train: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

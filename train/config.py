@@ -30,6 +30,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BOOKKEEPING_KEYS = frozenset({
     "log_every", "save_every", "keep_checkpoints", "progress", "num_workers", "prefetch_factor",
     "pin_memory", "decode_threads", "val_every", "val_data", "val_metric", "val_batch_size", "compile",
+    "skip_warnings_in_full", "skip_warnings_every_s",
 })
 
 

@@ -40,6 +40,20 @@ def count_clips(shard_urls: list[str]) -> int | None:
     return total
 
 
+def warn_bad_sidecars(urls: list[str], data) -> dict[str, str]:
+    """Warn, naming each, about caption sidecars that exist but are broken: training skips them
+    (their shards' clips take the missing_caption rule) and `vipstream caption` redoes them."""
+    from train.data.text import sidecar_problems
+
+    problems = sidecar_problems(urls, data)
+    for path, reason in list(problems.items())[:10]:
+        log.warning("caption sidecar %s is unusable (%s): its shard's clips will take the missing_caption "
+                    "rule (%s); rerun `vipstream caption` to redo it", path, reason, data.missing_caption)
+    if len(problems) > 10:
+        log.warning("... and %d more unusable caption sidecars", len(problems) - 10)
+    return problems
+
+
 def check_inputs(setup: TrainSetup, output: str | Path, world_size: int, *, resume: bool,
                  weights_only: bool) -> dict[str, Any]:
     """Raise ConfigError for input the run cannot train on; returns what was found."""
@@ -54,6 +68,7 @@ def check_inputs(setup: TrainSetup, output: str | Path, world_size: int, *, resu
     captions = None
     if data.text_source in CAPTION_SOURCES:
         captions = check_captions_root(urls[0], data.captioner_id, data.captions_root)
+        warn_bad_sidecars(urls, data)
     clips = count_clips(urls)
     per_step = data.batch_size * world_size
     if clips is not None and clips < per_step:

@@ -21,6 +21,26 @@ VIDEO_EXT = "mp4"
 META_EXT = "json"
 #: Member extensions a reader must refuse: they would be unpickled by naive decoders.
 FORBIDDEN_EXTS = frozenset({"pyd", "pth", "pickle", "pkl"})
+#: Largest `json` member a reader parses. A clip's json is ~300 bytes plus its subtitle (cut by
+#: the builder at `max_subtitle_chars`, 2,000 by default: <= ~12 KB JSON-escaped) or a retrieval
+#: set's sentences (MSR-VTT: 20 of them, ~2 KB); 1 MiB is ~100x that. A larger member is not one
+#: of ours: it is skipped unread, as a 40 MB subtitle once cost 54 s and 4.7 GB to tokenise.
+MAX_META_JSON_BYTES = 1 << 20
+
+#: WebDataset's key rule (webdataset.tariterators.base_plus_ext): a tar member's sample key is
+#: its path up to the first dot of its basename, directories kept; the rest is the extension.
+_MEMBER_KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
+
+
+def split_member_name(name: str) -> tuple[str | None, str | None]:
+    """'a/b/KEY.mp4' -> ('a/b/KEY', 'mp4'), 'KEY.x.JSON' -> ('KEY', 'x.json'); (None, None) for a
+    name that is no sample member. The one key rule of every shard reader (the trainer's
+    webdataset grouping and the caption job's), so a caption row always finds its clip. The
+    extension is lower-cased, as webdataset's grouping does."""
+    match = _MEMBER_KEY_EXT.match(name)
+    if not match:
+        return None, None
+    return match.group(1), match.group(2).lower()
 
 #: Fields of the per-clip `json` member, in order.
 CLIP_META_FIELDS = (

@@ -25,6 +25,7 @@ from pipeline.errors import ErrorRow, StageError
 from pipeline.shards import ShardWriter
 from pipeline.text_db import ClipText
 from vipstream.schema import CLIP_CAPTIONS_FIELD, clip_key, shard_stem
+from vipstream.text_bounds import cut_text
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class ShardReport:
     clips: int = 0
     clips_failed: int = 0
     clips_without_text: int = 0
+    subtitles_cut: int = 0  # clip texts longer than max_subtitle_chars, stored cut
     bytes: int = 0
     video_seconds: float = 0.0
     clip_seconds: float = 0.0
@@ -150,6 +152,9 @@ def _cut_clips(entry: VideoEntry, video_path: str, probe: ProbeInfo, cues: list[
         if not text and entry.captions is None:
             report.clips_without_text += 1
             continue
+        if len(text) > cfg.max_subtitle_chars:
+            text = cut_text(text, cfg.max_subtitle_chars)
+            report.subtitles_cut += 1
         try:
             out = transcode_clip(video_path, clip.span.start_s, clip.span.end_s, spec, probe)
         except StageError as exc:

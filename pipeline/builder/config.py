@@ -20,6 +20,11 @@ class PipelineConfig:
     min_clip_s: float = _f(4.0, "shortest planned clip, seconds")
     max_clip_s: float = _f(20.0, "longest planned clip, seconds")
     span_tolerance_s: float = _f(0.5, "a given span may end this far past the video end (clamped)")
+    # A clip's text: the longest planned clip (max_clip_s 20 s) holds ~60 words of speech at
+    # ~150 words/min (~350 characters); 2,000 leaves room for given spans of a few minutes and is
+    # ~6x what CLIP's 77 text tokens can read. Longer (a subtitle file of one endless cue, a 40 MB
+    # hostile one) is cut at a word boundary and counted (`subtitles_cut` in stats and summary).
+    max_subtitle_chars: int = _f(2000, "longest subtitle text stored with a clip, in characters (longer: cut, counted)")
     # Transcode (DESIGN.md section 2 defaults: 3 fps, short side 224, H.264 yuv420p, no audio).
     fps: float = _f(3.0, "output frames per second")
     short_side_px: int = _f(224, "output short side in pixels (long side keeps aspect, even)")
@@ -48,6 +53,8 @@ class PipelineConfig:
             raise ConfigError(f"videos_per_shard must be >= 1, found {self.videos_per_shard}")
         if not 0 < self.min_clip_s <= self.max_clip_s:
             raise ConfigError(f"need 0 < min_clip_s <= max_clip_s, found {self.min_clip_s}..{self.max_clip_s}")
+        if self.max_subtitle_chars < 1:
+            raise ConfigError(f"max_subtitle_chars must be >= 1, found {self.max_subtitle_chars}")
         if self.fps <= 0:
             raise ConfigError(f"fps must be > 0, found {self.fps}")
         if self.short_side_px < 16 or self.short_side_px % 2:

@@ -42,7 +42,7 @@ PLAN_FILENAME = "build_plan.json"
 CONFIG_FILENAME = "build_config.yaml"
 #: Config keys that change shard contents; a resume with other values would mix two builds.
 _CONTENT_KEYS = ("videos_per_shard", "min_clip_s", "max_clip_s", "span_tolerance_s", "fps",
-                 "short_side_px", "crf", "preset", "keep_audio")
+                 "short_side_px", "crf", "preset", "keep_audio", "max_subtitle_chars")
 
 
 def assign_shards(entries: list[VideoEntry], videos_per_shard: int) -> list[list[VideoEntry]]:
@@ -180,6 +180,7 @@ def _summarise(all_stats: list[dict[str, Any]], errors: list[dict[str, Any]], nu
         "clips": sum(s["clips"] for s in all_stats),
         "clips_failed": sum(s["clips_failed"] for s in all_stats),
         "clips_without_text": sum(s["clips_without_text"] for s in all_stats),
+        "subtitles_cut": sum(s.get("subtitles_cut", 0) for s in all_stats),
         "video_hours": round(sum(s["video_seconds"] for s in all_stats) / 3600, 4),
         "clip_hours": round(sum(s["clip_seconds"] for s in all_stats) / 3600, 4),
         "bytes": sum(s["bytes"] for s in all_stats),

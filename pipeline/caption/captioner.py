@@ -45,6 +45,10 @@ class CaptionerConfig:
     max_new_tokens: int = _f(30, "longest caption, in generated tokens")
     num_beams: int = _f(1, "beam search width (1: greedy)")
     prompt: str | None = _f(None, "text prefix for conditional captioning (BLIP, GIT); kept in the caption")
+    # 30 word-piece tokens are at most ~30 words (~200 characters); 1,000 leaves room for a long
+    # prompt and a larger max_new_tokens, and is far beyond the 77 tokens CLIP's text tower reads.
+    # A longer caption (a runaway generation, a model that repeats) is cut and counted.
+    max_caption_chars: int = _f(1000, "longest caption written to a sidecar, in characters (longer: cut, counted)")
     dtype: str = _f("float32", "model weights dtype: float32, float16 or bfloat16 (half types need a GPU)")
     # Ray Data. One captioner actor holds one model copy; batch_size frames go to one generate.
     batch_size: int = _f(16, "frames per generate call")
@@ -63,6 +67,8 @@ class CaptionerConfig:
     def validate(self) -> None:
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, found {self.max_new_tokens}")
+        if self.max_caption_chars < 1:
+            raise ConfigError(f"max_caption_chars must be >= 1, found {self.max_caption_chars}")
         if self.num_beams < 1:
             raise ConfigError(f"num_beams must be >= 1, found {self.num_beams}")
         if self.batch_size < 1:

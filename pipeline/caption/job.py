@@ -34,6 +34,7 @@ from pipeline.errors import failure_counts
 from vipstream.output_lock import CAPTION_LOCK_FILENAME, output_lock
 from vipstream.config import ConfigError, config_to_dict
 from vipstream.errors import JobError
+from vipstream.caption_sidecar import sidecar_problem
 from vipstream.schema import SHARDS_DIRNAME, caption_sidecar_path, captions_dir, shard_stats_path, shard_stem
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,16 @@ def _check_captioner_dir(out_dir: Path, captioner_id: str, record: dict[str, Any
     return folder
 
 
+def _needs_captions(out_dir: Path, captioner_id: str, shard: int) -> bool:
+    """A shard is done only when its sidecar passes the sidecar check the trainer applies
+    (vipstream.caption_sidecar): a missing, unreadable or schema-invalid one is redone."""
+    path = caption_sidecar_path(out_dir, captioner_id, shard)
+    problem = sidecar_problem(path)
+    if problem not in (None, "missing"):
+        log.warning("redoing %s: %s", path, problem)
+    return problem is not None
+
+
 def _set_data_context(progress_bars: bool) -> dict[str, Any]:
     from ray.data import DataContext
 
@@ -213,12 +224,11 @@ def _caption_locked(out_dir: Path, cfg: CaptionerConfig, captioner_id: str, reco
     from pipeline.ray_session import ray_session
 
     folder = _check_captioner_dir(out_dir, captioner_id, record, cfg.overwrite)
-    pending = [(i, p) for i, p in finished
-               if cfg.overwrite or not caption_sidecar_path(out_dir, captioner_id, i).exists()]
+    pending = [(i, p) for i, p in finished if cfg.overwrite or _needs_captions(out_dir, captioner_id, i)]
     skipped = len(finished) - len(pending)
     log.info("captioner %s (%s): %d shards to caption, %d already done, %d unfinished skipped",
              captioner_id, cfg.captioner, len(pending), skipped, len(unfinished))
-    writer = SidecarWriter(out_dir, captioner_id)
+    writer = SidecarWriter(out_dir, captioner_id, cfg.max_caption_chars)
     job_s = 0.0
     if pending:
         with ray_session(ray_address, num_cpus=cfg.ray_num_cpus or None):
@@ -265,6 +275,7 @@ def _summarise(out_dir: Path, captioner_id: str, cfg: CaptionerConfig, finished:
         "shards_skipped_as_unfinished": len(unfinished),
         "shards_failed": len(writer.failed),
         "captions": writer.captions,
+        "captions_cut": writer.captions_cut,
         "errors": len(writer.errors),
         "errors_by_stage": by_stage,
         "errors_by_reason": by_reason,

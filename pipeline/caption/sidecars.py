@@ -17,6 +17,7 @@ from pipeline.caption.stages import SAMPLE, SHARD_ERROR
 from pipeline.errors import ERROR_TABLE_SCHEMA, ErrorRow
 from vipstream.schema import (CAPTION_COLUMNS, ERRORS_FILENAME, SHARDS_DIRNAME,
                               caption_sidecar_path, captions_dir, shard_stem)
+from vipstream.text_bounds import cut_text
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,11 @@ def _shard_source(shard: int) -> str:
 class SidecarWriter:
     """Collects the job's output rows and writes each shard's sidecar once all its rows are in."""
 
-    def __init__(self, out_dir: Path, captioner_id: str):
+    def __init__(self, out_dir: Path, captioner_id: str, max_caption_chars: int | None = None):
         self.out_dir = out_dir
         self.captioner_id = captioner_id
+        self.max_caption_chars = max_caption_chars
+        self.captions_cut = 0  # captions longer than max_caption_chars, written cut
         self.errors_path = captions_dir(out_dir, captioner_id) / ERRORS_FILENAME
         # shard -> sample_index -> row: keyed, so a sample re-emitted by a retried Ray task is
         # counted once and a shard is complete only when every index 0..total-1 is in.
@@ -86,13 +89,19 @@ class SidecarWriter:
         ok = [r for r in rows if r["kind"] == SAMPLE and not r["error_stage"]]
         created = datetime.now(timezone.utc)
         table = pa.Table.from_pylist([
-            {"key": r["key"], "caption": r["caption"], "frame_index": int(r["frame_index"]),
+            {"key": r["key"], "caption": self._bounded(r["caption"]), "frame_index": int(r["frame_index"]),
              "frame_time_s": float(r["frame_time_s"]), "captioner": self.captioner_id, "created": created}
             for r in ok], schema=CAPTION_SCHEMA)
         write_parquet_atomic(table, caption_sidecar_path(self.out_dir, self.captioner_id, shard))
         self.done.add(shard)
         self.captions += len(ok)
         log.debug("shard %s: %d captions, %d errors", shard_stem(shard), len(ok), len(errors))
+
+    def _bounded(self, caption: str) -> str:
+        if self.max_caption_chars is None or len(caption) <= self.max_caption_chars:
+            return caption
+        self.captions_cut += 1
+        return cut_text(caption, self.max_caption_chars)
 
     @staticmethod
     def _error_row(shard: int, row: dict[str, Any]) -> dict[str, Any]:

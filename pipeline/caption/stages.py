@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import tarfile
 from typing import Any, Iterator
 
@@ -21,12 +20,10 @@ import numpy as np
 
 from pipeline.caption.captioner import Captioner, CaptionerConfig, middle_frame
 from pipeline.errors import StageError
-from vipstream.schema import FORBIDDEN_EXTS, META_EXT, VIDEO_EXT, shard_stem
+from vipstream.schema import (FORBIDDEN_EXTS, MAX_META_JSON_BYTES, META_EXT, VIDEO_EXT, shard_stem,
+                              split_member_name)
 
 log = logging.getLogger(__name__)
-
-#: WebDataset's key/extension split: key = path up to the first dot of the basename.
-_KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
 
 #: Row kinds flowing through the pipeline. A shard that cannot be read or holds no sample still
 #: emits one row, so the driver hears about every shard it scheduled.
@@ -45,15 +42,15 @@ def _row(shard: int, total: int, index: int, kind: str, key: str = "", **extra: 
 
 
 def _group_members(members: list[tarfile.TarInfo]) -> dict[str, dict[str, tarfile.TarInfo]]:
-    """key -> {ext: member}, in tar order (WebDataset's grouping of consecutive members)."""
+    """key -> {ext: member}, in tar order, keyed by the trainer's rule (schema.split_member_name:
+    a member a/b/KEY.mp4 is sample a/b/KEY), so the sidecar row joins the sample it captions."""
     samples: dict[str, dict[str, tarfile.TarInfo]] = {}
     for member in members:
         if not member.isfile():
             continue
-        match = _KEY_EXT.match(member.name)
-        if not match:
+        key, ext = split_member_name(member.name)
+        if key is None:
             continue
-        key, ext = match.group(1), match.group(2).lower()
         samples.setdefault(key, {})[ext] = member
     return samples
 
@@ -78,7 +75,6 @@ def read_shard_samples(item: dict[str, Any]) -> Iterator[dict[str, Any]]:
             return
         total = len(samples)
         for index, (key, parts) in enumerate(samples.items()):
-            key = key.rsplit("/", 1)[-1]
             forbidden = sorted(set(parts) & FORBIDDEN_EXTS)
             if forbidden:
                 log.warning("shard %s sample %s: ignoring forbidden members %s", shard_stem(shard), key, forbidden)
@@ -99,8 +95,9 @@ def read_shard_samples(item: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def _read_meta(handle: tarfile.TarFile, member: tarfile.TarInfo | None) -> dict[str, Any]:
-    """The sample's json member as a dict ({} when absent or unreadable: ids are only a nicety)."""
-    if member is None:
+    """The sample's json member as a dict ({} when absent, unreadable or larger than a clip's json
+    can be, schema.MAX_META_JSON_BYTES: ids are only a nicety)."""
+    if member is None or member.size > MAX_META_JSON_BYTES:
         return {}
     try:
         meta = json.loads(handle.extractfile(member).read())

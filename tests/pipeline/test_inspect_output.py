@@ -79,6 +79,19 @@ def test_clips_come_from_the_manifest_when_present_and_stale_sidecars_are_flagge
     assert "rebuilt since" in format_report(report)
 
 
+@pytest.mark.parametrize("damage", ["random_bytes", "zero_bytes", "frame_index_null", "invalid_utf8"])
+def test_a_broken_sidecar_is_reported_not_counted_and_does_not_crash(output, damage):
+    """Issue 15.3: inspect crashed on a corrupt sidecar."""
+    from tests.sidecar_damage import DAMAGES, damage_sidecar
+
+    damage_sidecar(caption_sidecar_path(output, "full", 1), damage)
+    report = inspect_output(output)
+    full = report["captioners"][0]
+    assert full["captions"] == 6 and full["shards_covered"] == 3
+    assert list(full["bad_sidecars"]) == ["000001"] and DAMAGES[damage] in full["bad_sidecars"]["000001"]
+    assert any(line.startswith("warning: full: sidecar 000001 is unusable") for line in format_report(report).splitlines())
+
+
 def test_an_output_without_captions_or_shards(tmp_path, output):
     for path in (captions_dir(output, "full"), captions_dir(output, "half")):
         for child in path.iterdir():

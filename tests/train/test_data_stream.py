@@ -44,3 +44,32 @@ def test_resume_at_batch_k_yields_the_batches_of_an_uninterrupted_loader(caption
         assert torch.equal(old.video, new.video) and torch.equal(old.caption_ids, new.caption_ids)
     # 22 clips, 9 batches of 3 from one worker pair: the stream crossed into a second shard round
     assert len({key for b in uninterrupted for key in b.keys}) < (k + more) * 3
+
+
+def test_the_shuffle_buffer_holds_at_most_sample_shuffle_bytes_of_mp4_and_shuffles_as_before():
+    """Issue 15.11: 1000 buffered ~560 KiB clips grew each worker's RSS by ~0.5 GiB."""
+    from train.data.stream import StreamSlot, shuffle_samples
+
+    clip_bytes, budget = 100_000, 1_000_000
+    slot = StreamSlot(rank=0, world_size=1, worker=0, num_workers=1)
+    pulled, held_max = {}, 0
+
+    def stream(count: int):
+        for index in range(count):
+            pulled[index] = clip_bytes
+            yield {"key": index, "mp4": b"\0" * clip_bytes}
+
+    out = []
+    for sample in shuffle_samples(stream(3000), bufsize=1000, initial=100, seed=1, slot=slot, max_bytes=budget):
+        held_max = max(held_max, sum(pulled.values()))  # pulled, not yet handed on: in the buffer
+        del pulled[sample["key"]]
+        out.append(sample["key"])
+    assert sorted(out) == list(range(3000))
+    assert held_max <= budget + clip_bytes  # without the bound: 1000 clips, 100 MB
+
+    def keys(max_bytes: int) -> list[int]:
+        samples = ({"key": i, "mp4": b"\0" * 10} for i in range(500))
+        return [s["key"] for s in shuffle_samples(samples, bufsize=64, initial=16, seed=3, slot=slot,
+                                                  max_bytes=max_bytes)]
+
+    assert keys(10 ** 9) == keys(0)  # a bound that never binds: webdataset's shuffle, draw for draw

@@ -181,3 +181,43 @@ def test_annotation_draws_one_reference_sentence_per_clip_reproducibly(captioned
     assert len(captions) == len(manifest_subtitles(out_dir))
     assert summed_counts(got) == {"missing_text": len(captions) - len(references)}
     assert all(captions[key] == [] for key in set(captions) - set(references))
+
+
+def test_a_40_mb_subtitle_is_skipped_unread_and_a_long_one_is_cut_before_the_tokenizer(
+        captioned_corpus, stand_in_clip, tokenizer, tmp_path):
+    """Issue 15.6: a 40 MB subtitle took 54 s and 4.7 GB to tokenise at max_text_length 32."""
+    from train.data import make_train_loader
+    from train.data.text import text_char_budget
+    from vipstream.schema import MAX_META_JSON_BYTES
+
+    out_dir, _ = captioned_corpus
+    samples = list(wds.WebDataset(str(out_dir / "shards" / "000000.tar"), shardshuffle=False))[:3]
+    metas = [json.loads(s["json"]) for s in samples]
+    words = metas[1]["subtitle"] + " "
+    metas[0]["subtitle"] = (words * (40 * 1024 ** 2 // len(words) + 1))[:40 * 1024 ** 2]  # the issue's 40 MB
+    metas[1]["subtitle"] = (words * (600 * 1024 // len(words) + 1)).strip()  # 600 KB: under the json bound
+    shard = tmp_path / "long.tar"
+    with wds.TarWriter(str(shard)) as writer:
+        for sample, meta in zip(samples, metas):
+            writer.write({"__key__": sample["__key__"], "mp4": sample["mp4"], "json": json.dumps(meta).encode()})
+    assert len(json.dumps(metas[0])) > MAX_META_JSON_BYTES > len(json.dumps(metas[1]))
+
+    cfg = data_config(str(shard), captioner_id=None, mode="eval", text_source="subtitle", num_workers=0,
+                      max_text_length=32)
+    loader = make_train_loader(cfg, str(stand_in_clip))
+    real, seen = loader.dataloader.dataset.tokenizer, []
+
+    def recording(texts, **kwargs):  # the real tokenizer, noting the longest text it is handed
+        seen.extend(len(t) for t in texts)
+        return real(texts, **kwargs)
+
+    loader.dataloader.dataset.tokenizer = recording
+    got = list(loader)
+    keys = [k for b in got for k in b.keys]
+    assert keys == [s["__key__"] for s in samples[1:]]  # the 40 MB one skipped, the others kept in order
+    assert summed_counts(got) == {"oversized_json": 1}
+    assert seen and max(seen) <= text_char_budget(32) < 1000  # the tokenizer never saw more than the budget
+    ids = per_key(got, "subtitle_ids")
+    # cutting at the budget changed nothing: the same 32 tokens as the whole 600 KB text gives
+    assert ids[samples[1]["__key__"]].tolist() == _ids(tokenizer, metas[1]["subtitle"], max_length=32)
+    assert ids[samples[2]["__key__"]].tolist() == _ids(tokenizer, metas[2]["subtitle"], max_length=32)

@@ -55,6 +55,11 @@ class TrainDataConfig:
     shard_shuffle: bool = _f(True, "train: visit shards in a fresh seeded order each round")
     sample_shuffle: int = _f(1000, "train: sample shuffle buffer per worker (0 or 1: no shuffle)")
     sample_shuffle_initial: int = _f(100, "train: samples buffered before the first is yielded")
+    # The buffer holds each sample's raw mp4 bytes. 1000 clips of the builder's defaults (~50-100
+    # KB each) are ~100 MB, under this bound; heavier clips (bench_loader's textured ones, ~560
+    # KiB) fill fewer slots instead of growing every worker's RSS by ~0.5 GiB (issue 15.11).
+    sample_shuffle_bytes: int = _f(128 * 1024 ** 2, "train: mp4 bytes the shuffle buffer of each worker "
+                                                     "holds at most (0: no byte bound, only sample_shuffle)")
     # webdataset's with_epoch: the infinite stream has no epochs; this cuts it into epochs of this
     # many samples over all ranks (open_clip's --train-num-samples), one `for batch in loader`
     # pass each. 0: one pass never ends (the trainer counts steps).
@@ -63,6 +68,10 @@ class TrainDataConfig:
     decode_threads: int = _f(1, "decord threads per clip")
     prefetch_factor: int = _f(2, "batches each worker prepares ahead (torch's default)")
     pin_memory: bool = _f(False, "pin batches in page-locked memory (GPU training)")
+    # A corpus where every clip fails alike once printed a warning per clip (130 KB/s, issue 15):
+    # a few in full show what is wrong, then a count per reason per minute says how often.
+    skip_warnings_in_full: int = _f(3, "per worker and skip reason, warnings logged in full before they are counted")
+    skip_warnings_every_s: float = _f(60.0, "then one warning per reason per this many seconds, with the count")
 
     def validate(self) -> None:
         def choice(name: str, allowed: tuple[str, ...]) -> None:
@@ -84,7 +93,9 @@ class TrainDataConfig:
         if self.max_text_length < 2:
             raise ConfigError(f"max_text_length must hold the start and end tokens (>= 2), found "
                               f"{self.max_text_length}")
-        for name in ("num_workers", "sample_shuffle", "sample_shuffle_initial", "samples_per_epoch"):
+        for name in ("num_workers", "sample_shuffle", "sample_shuffle_initial", "sample_shuffle_bytes",
+                     "samples_per_epoch",
+                     "skip_warnings_in_full", "skip_warnings_every_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, found {getattr(self, name)}")
         if not str(self.shards).strip():

@@ -31,11 +31,12 @@ import webdataset as wds
 from train.data.batch import Batch, ClipSample, collate, finish_pixels
 from train.data.config import CAPTION_SOURCES, TrainDataConfig
 from train.data.frames import decode_clip
-from train.data.members import SkipCounts, read_samples
+from train.data.members import read_samples
 from train.data.pixels import PixelSpec, resize_crop
 from train.data.seeding import sample_rng
+from train.data.skips import SkipCounts, SkipWarnings
 from train.data.sources import check_captions_root, resolve_shards
-from train.data.stream import (StreamSlot, UsableSamples, eval_shards, shuffle_samples, skip_samples,
+from train.data.stream import (NoUsableData, RoundTally, StreamSlot, eval_shards, shuffle_samples, skip_samples,
                                train_shards)
 from train.data.text import attach_texts, join_captions, load_tokenizer
 
@@ -45,19 +46,27 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "uint8": torch.
 
 
 def decode_samples(samples: Iterable[dict[str, Any]], cfg: TrainDataConfig, spec: PixelSpec, seed: int,
-                   counts: SkipCounts) -> Iterator[ClipSample]:
+                   counts: SkipCounts, tally: RoundTally | None = None) -> Iterator[ClipSample]:
     """Stage: decode each clip's frames (train or eval rule) and the middle frame F, resize/crop
     them as uint8 ([K, H, W, 3] -> [K, S, S, 3]). Undecodable clips are counted
-    (`corrupt_video`) and skipped; a middle frame other than the sidecar's is counted."""
+    (`corrupt_video`) and skipped; a middle frame other than the sidecar's is counted. `tally`
+    (train) hears of every decode, and ends the stream once a full round decoded nothing."""
     for sample in samples:
         rng = sample_rng(seed, sample["epoch"], sample["key"], "frames") if cfg.mode == "train" else None
         try:
             clip = decode_clip(sample["mp4"], cfg.num_frames, rng, threads=cfg.decode_threads)
         except Exception as exc:  # decord raises bare RuntimeError/DECORDError with ffmpeg's text
-            counts["corrupt_video"] += 1
-            log.warning("skipping clip %s of %s: cannot decode its mp4: %s", sample["key"], sample["url"],
-                        str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__)
+            counts.skip("corrupt_video", "skipping clip %s of %s: cannot decode its mp4: %s", sample["key"],
+                        sample["url"], str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__)
+            if tally is not None:
+                try:
+                    tally.decode_failed(sample["epoch"])
+                except NoUsableData:
+                    counts.warnings.flush()
+                    raise
             continue
+        if tally is not None:
+            tally.decode_ok()
         expected = sample.get("caption_frame_index")
         if expected is not None and expected != clip.middle_index:
             counts["frame_index_mismatch"] += 1
@@ -110,20 +119,22 @@ class ClipStream(torch.utils.data.IterableDataset):
         return StreamSlot(self.rank, self.world_size, (worker + self.start_batch) % workers, workers)
 
     def pipeline(self, slot: StreamSlot) -> wds.DataPipeline:
-        cfg, seed, counts, usable = self.cfg, self.seed, SkipCounts(), UsableSamples()
+        cfg, seed = self.cfg, self.seed
+        counts = SkipCounts(warnings=SkipWarnings(cfg.skip_warnings_in_full, cfg.skip_warnings_every_s))
         train = cfg.mode == "train"
+        tally = RoundTally(len(self.urls), counts) if train else None
         return wds.DataPipeline(
-            partial(train_shards, self.urls, seed, slot, usable, cfg.shard_shuffle) if train
+            partial(train_shards, self.urls, seed, slot, tally, cfg.shard_shuffle) if train
             else partial(eval_shards, self.urls, slot),
             partial(read_samples, counts=counts),
-            partial(join_captions, cfg=cfg) if cfg.text_source in CAPTION_SOURCES else None,
+            partial(join_captions, cfg=cfg, counts=counts) if cfg.text_source in CAPTION_SOURCES else None,
             partial(attach_texts, cfg=cfg, seed=seed, counts=counts),
-            usable.count,
+            tally.count if train else None,
             partial(shuffle_samples, bufsize=cfg.sample_shuffle, initial=cfg.sample_shuffle_initial,
-                    seed=seed, slot=slot) if train else None,
+                    seed=seed, slot=slot, max_bytes=cfg.sample_shuffle_bytes) if train else None,
             partial(skip_samples, count=slot.batches_before(self.start_batch) * cfg.batch_size,
                     on_done=counts.clear),
-            partial(decode_samples, cfg=cfg, spec=self.spec, seed=seed, counts=counts),
+            partial(decode_samples, cfg=cfg, spec=self.spec, seed=seed, counts=counts, tally=tally),
             partial(batch_samples, cfg=cfg, tokenizer=self.tokenizer, spec=self.spec, counts=counts),
         )
 
@@ -160,7 +171,10 @@ class TrainLoader:
         left = (None if self.batches_per_epoch is None
                 else self.batches_per_epoch - self.consumed % self.batches_per_epoch)
         while left is None or left > 0:
-            batch = next(self._stream)
+            try:
+                batch = next(self._stream)
+            except NoUsableData as exc:  # from a worker: torch wrapped its traceback into the message
+                raise NoUsableData.from_worker(exc) from None
             self.consumed += 1
             left = None if left is None else left - 1
             yield finish_pixels(batch, dtype)

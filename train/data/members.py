@@ -1,9 +1,13 @@
 """Reading samples out of shard tars safely: only `mp4` and `json` members, our own decoders.
 
 webdataset's `.decode()` would unpickle `.pyd`/`.pickle`/`.pkl` members and `torch.load` `.pth`
-ones (issue 7), so it is never called. Tar members are grouped by webdataset's own iterators;
-we read the bytes of `mp4`, `json` and forbidden members only (the last just to see that they are
-there), refuse any sample carrying a `FORBIDDEN_EXTS` member, and parse the json ourselves.
+ones (issue 7), so it is never called. Tar members are grouped into samples by webdataset's
+`group_by_keys` with the shared key rule (`vipstream.schema.split_member_name`, the caption job's
+too); we read the bytes of `mp4`, `json` and forbidden members only (the last just to see that
+they are there), refuse any sample carrying a `FORBIDDEN_EXTS` member, and parse the json
+ourselves. A json member larger than `schema.MAX_META_JSON_BYTES` is never read (its size is in
+the tar header): its sample is skipped (`oversized_json`), as a json member is the one place a
+hostile shard could hand the tokenizer megabytes of text.
 
 A sample or shard that fails is counted in the worker's `SkipCounts` and skipped, never raised:
 one bad clip must not end a week-long run. The counts reach the trainer through each batch.
@@ -11,34 +15,31 @@ one bad clip must not end a week-long run. The counts reach the trainer through 
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
+import re
+import tarfile
 from typing import Any, Iterable, Iterator
 from urllib.parse import urlparse
 
 from webdataset.gopen import gopen
-from webdataset.tariterators import group_by_keys, tar_file_expander
+from webdataset.tariterators import group_by_keys
 
-from vipstream.schema import FORBIDDEN_EXTS, META_EXT, VIDEO_EXT
+from train.data.skips import SkipCounts
+from vipstream.schema import FORBIDDEN_EXTS, MAX_META_JSON_BYTES, META_EXT, VIDEO_EXT, split_member_name
 
 log = logging.getLogger(__name__)
 
 _READ_EXTS = frozenset({VIDEO_EXT, META_EXT}) | FORBIDDEN_EXTS
+#: webdataset's tar_file_iterator skips these (`__key__` style metadata members); so do we.
+_META_MEMBER = re.compile(r"__[^/]*__($|/)")
 
 
-class SkipCounts(collections.Counter):
-    """Per-worker tally of samples skipped or patched, by reason; `take()` empties it.
+class Oversized:
+    """Stands for a member that was not read because it is larger than its bound."""
 
-    Reasons: shard_open_error, shard_read_error, missing_member, forbidden_member, bad_json,
-    corrupt_video, missing_caption, caption_fallback, subtitle_fallback, missing_text,
-    frame_index_mismatch.
-    """
-
-    def take(self) -> dict[str, int]:
-        counts = {k: int(v) for k, v in self.items() if v}
-        self.clear()
-        return counts
+    def __init__(self, size: int) -> None:
+        self.size = size
 
 
 def _last_ext(name: str) -> str:
@@ -70,21 +71,37 @@ def read_shard(url: str, counts: SkipCounts) -> Iterator[dict[str, Any]]:
     try:
         stream = open_shard(url)
     except Exception as exc:  # any opener error (missing file, failed pipe, auth) skips the shard
-        counts["shard_open_error"] += 1
-        log.warning("skipping shard %s: cannot open it: %s", url, exc)
+        counts.skip("shard_open_error", "skipping shard %s: cannot open it: %s", url, exc)
         return
 
     def on_tar_error(exc: BaseException) -> bool:
-        counts["shard_read_error"] += 1
-        log.warning("shard %s: tar read error, rest of the shard skipped: %s", url, exc)
+        counts.skip("shard_read_error", "shard %s: tar read error, rest of the shard skipped: %s", url, exc)
         return False  # stop this shard
 
     try:
-        files = tar_file_expander([{"url": url, "stream": stream}], handler=on_tar_error,
-                                  select_files=_selected)
-        yield from group_by_keys(files, handler=on_tar_error)
+        yield from group_by_keys(tar_members(stream, url, on_tar_error), keys=split_member_name,
+                                 handler=on_tar_error)
     finally:
         stream.close()
+
+
+def tar_members(stream, url: str, on_error) -> Iterator[dict[str, Any]]:
+    """{fname, data, __url__} of the selected regular members, in tar order (webdataset's
+    tar_file_expander, plus the size bound: a json member over MAX_META_JSON_BYTES is skipped
+    over unread and stands as an `Oversized`). A tar error calls `on_error` and ends the shard."""
+    try:
+        tar = tarfile.open(fileobj=stream, mode="r|*")
+        for member in tar:
+            if not member.isreg() or _META_MEMBER.match(member.name) or not _selected(member.name):
+                continue
+            if _last_ext(member.name) == META_EXT and member.size > MAX_META_JSON_BYTES:
+                data: Any = Oversized(member.size)
+            else:
+                data = tar.extractfile(member).read()
+            yield {"fname": member.name, "data": data, "__url__": url}
+            tar.members = []  # stream mode: do not keep every header of the shard
+    except Exception as exc:  # a truncated or corrupt tar; the members read so far are kept
+        on_error(exc)
 
 
 def select_members(raw: dict[str, Any], counts: SkipCounts) -> dict[str, Any] | None:
@@ -92,11 +109,15 @@ def select_members(raw: dict[str, Any], counts: SkipCounts) -> dict[str, Any] | 
     forbidden member, lacks `mp4` or `json`, or its json is not an object."""
     exts = {_last_ext(name) for name in raw if not name.startswith("__")}
     if exts & FORBIDDEN_EXTS:
-        counts["forbidden_member"] += 1
-        log.warning("refusing sample %s of %s: it carries %s members (never unpickled)",
+        counts.skip("forbidden_member", "refusing sample %s of %s: it carries %s members (never unpickled)",
                     raw.get("__key__"), raw.get("__url__"), sorted(exts & FORBIDDEN_EXTS))
         return None
     video, meta_bytes = raw.get(VIDEO_EXT), raw.get(META_EXT)
+    if isinstance(meta_bytes, Oversized):
+        counts.skip("oversized_json", "skipping sample %s of %s: its json member is %d bytes, over the %d "
+                    "bytes a clip's json can need (schema.MAX_META_JSON_BYTES); not read", raw.get("__key__"),
+                    raw.get("__url__"), meta_bytes.size, MAX_META_JSON_BYTES)
+        return None
     if not video or meta_bytes is None:
         counts["missing_member"] += 1
         return None

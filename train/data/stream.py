@@ -28,13 +28,15 @@ train mode resamples every shard).
 
 from __future__ import annotations
 
+import collections
 import itertools
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
-from webdataset.filters import _shuffle
+from webdataset.filters import _shuffle, pick
 
 from train.data.seeding import python_rng
+from vipstream.errors import JobError
 
 
 @dataclass(frozen=True)
@@ -51,28 +53,77 @@ class StreamSlot:
         return len(range(self.worker, start_batch, self.num_workers))
 
 
-class UsableSamples:
-    """Counts samples that survived reading and text choice, so the shard sampler can tell a
-    corpus where nothing is usable (it would loop forever) from a slow one. The stages before
-    the shuffle stream one sample at a time, so when the sampler starts round r, every sample
-    of round r-1 has been counted."""
+class NoUsableData(JobError):
+    """A full round over every shard gave nothing to train on: training would wait forever.
 
-    def __init__(self) -> None:
-        self.seen = 0
+    Raised in a DataLoader worker; `TrainLoader` re-raises it in the main process with just this
+    message (`from_worker`), so `vipstream train` ends with exit 1 and one clear line."""
+
+    @classmethod
+    def from_worker(cls, exc: BaseException) -> "NoUsableData":
+        """The worker's message out of torch's re-raised "Caught ... Original Traceback ..." text."""
+        return cls(str(exc).strip().rsplit(f"{cls.__name__}: ", 1)[-1].strip())
+
+
+class RoundTally:
+    """Per shard round, the samples that survived reading and text choice (`count`, before the
+    shuffle) and how many of them failed to decode (`decode_failed`), so the stream can tell a
+    corpus where nothing is usable, or nothing decodes, from a slow one (issue 15.2).
+
+    The stages before the shuffle stream one sample at a time, so when the sampler starts round
+    r (`start_round`) every sample of round r-1 has been counted. Each round reads the same
+    samples, so once every sample of one complete round has failed to decode and none has ever
+    decoded, no clip of the corpus decodes; the shuffle buffer only delays that verdict until the
+    round's last sample has left it. Samples dropped unread by a resume's fast-forward are never
+    decoded, so their round cannot give the verdict: the next one does."""
+
+    def __init__(self, num_shards: int, counts: dict[str, int]) -> None:
+        self.num_shards, self.counts = num_shards, counts
+        self.read: collections.Counter[int] = collections.Counter()
+        self.failed: collections.Counter[int] = collections.Counter()
+        self.decoded = 0
+        self.round = 0  # the round the sampler is in; rounds before it are complete
 
     def count(self, samples: Iterable[Any]) -> Iterator[Any]:
         for sample in samples:
-            self.seen += 1
+            if not self.decoded:  # the verdict needs counting only until the first clip decodes
+                self.read[sample["epoch"]] += 1
             yield sample
 
+    def start_round(self, epoch: int) -> None:
+        self.round = epoch
+        if epoch > 0 and not self.decoded and self.read[epoch - 1] == 0:
+            raise NoUsableData(f"no clip to train on: a full round over all {self.num_shards} shards gave no "
+                               f"usable sample (skipped: {self._skips()}); see the warnings above, and "
+                               f"`vipstream inspect` the build")
 
-def train_shards(urls: list[str], seed: int, slot: StreamSlot, usable: UsableSamples,
+    def decode_ok(self) -> None:
+        if not self.decoded:
+            self.read.clear()
+            self.failed.clear()
+        self.decoded += 1
+
+    def decode_failed(self, epoch: int) -> None:
+        if self.decoded:
+            return
+        self.failed[epoch] += 1
+        for done in range(self.round):
+            if self.read[done] and self.failed[done] >= self.read[done]:
+                raise NoUsableData(
+                    f"no clip to train on: a full round over all {self.num_shards} shards read "
+                    f"{self.read[done]} samples and not one of them decodes (skipped: {self._skips()}); "
+                    f"see the warnings above, and `vipstream inspect` the build")
+
+    def _skips(self) -> str:
+        shown = {k: int(v) for k, v in sorted(self.counts.items()) if v}
+        return ", ".join(f"{k} {v}" for k, v in shown.items()) or "nothing counted"
+
+
+def train_shards(urls: list[str], seed: int, slot: StreamSlot, tally: RoundTally,
                  shuffle: bool = True) -> Iterator[dict[str, Any]]:
     """Infinite {url, epoch}: round after round over every shard, each round in a seeded order."""
     for epoch in itertools.count():
-        if epoch > 0 and usable.seen == 0:
-            raise RuntimeError(f"a full round over all {len(urls)} shards gave no usable sample "
-                               f"(see the skip counts and warnings above)")
+        tally.start_round(epoch)
         order = list(urls)
         if shuffle:
             python_rng(seed, "shards", epoch, slot.rank, slot.worker).shuffle(order)
@@ -87,12 +138,47 @@ def eval_shards(urls: list[str], slot: StreamSlot) -> Iterator[dict[str, Any]]:
         yield {"url": url, "epoch": 0}
 
 
-def shuffle_samples(samples: Iterable[Any], bufsize: int, initial: int, seed: int, slot: StreamSlot) -> Iterator[Any]:
-    """webdataset's buffer shuffle with a generator seeded from (seed, rank, worker)."""
+def shuffle_samples(samples: Iterable[Any], bufsize: int, initial: int, seed: int, slot: StreamSlot,
+                    max_bytes: int = 0) -> Iterator[Any]:
+    """webdataset's buffer shuffle with a generator seeded from (seed, rank, worker), holding at
+    most `bufsize` samples and, with `max_bytes` > 0, about `max_bytes` of their mp4 bytes."""
     if bufsize <= 1:
         return iter(samples)
     rng = python_rng(seed, "samples", slot.rank, slot.worker)
-    return _shuffle(iter(samples), bufsize=bufsize, initial=initial, rng=rng)
+    if max_bytes <= 0:
+        return _shuffle(iter(samples), bufsize=bufsize, initial=initial, rng=rng)
+    return _bounded_shuffle(iter(samples), bufsize, initial, max_bytes, rng)
+
+
+def _mp4_bytes(sample: Any) -> int:
+    return len(sample.get("mp4") or b"") if isinstance(sample, dict) else 0
+
+
+def _bounded_shuffle(data: Iterator[Any], bufsize: int, initial: int, max_bytes: int, rng) -> Iterator[Any]:
+    """webdataset.filters._shuffle, step for step (the same draws, so the same order while the
+    byte bound does not bind), except that the buffer stops growing once its samples hold
+    `max_bytes` of mp4 (issue 15.11: 1000 buffered textured clips of ~560 KiB made each worker's
+    RSS grow by ~0.5 GiB over the first rounds); it then swaps one sample in for one out."""
+    initial = min(initial, bufsize)
+    buf: list[Any] = []
+    held = 0
+    for sample in data:
+        buf.append(sample)
+        held += _mp4_bytes(sample)
+        if len(buf) < bufsize and held < max_bytes:
+            try:
+                extra = next(data)
+            except StopIteration:
+                pass
+            else:
+                buf.append(extra)
+                held += _mp4_bytes(extra)
+        if len(buf) >= initial or held >= max_bytes:
+            chosen = pick(buf, rng)
+            held -= _mp4_bytes(chosen)
+            yield chosen
+    while buf:
+        yield pick(buf, rng)
 
 
 def skip_samples(samples: Iterable[Any], count: int, on_done=None) -> Iterator[Any]:

@@ -4,6 +4,11 @@ configured `text_source`, and CLIP tokenisation.
 
 Text choice happens before the sample shuffle and before decoding, so a clip skipped for a
 missing caption is skipped the same way when a resumed run fast-forwards without decoding.
+
+Sizes are bounded before any text reaches the tokenizer (issue 15.6: a 40 MB subtitle took 54 s
+and 4.7 GB to tokenise for 32 tokens): every text is cut to `text_char_budget(max_text_length)`
+characters, which holds far more than max_text_length tokens of any real text, so the tokens
+are unchanged; sidecar captions are cut to that budget as they are read.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ from typing import Any, Iterable, Iterator
 import torch
 
 from train.data.config import TrainDataConfig
-from train.data.members import SkipCounts
 from train.data.seeding import sample_rng
+from train.data.skips import SkipCounts
 from train.data.sources import sidecar_url
+from vipstream.caption_sidecar import SidecarError, read_sidecar, sidecar_problem
 from vipstream.schema import CLIP_CAPTIONS_FIELD
+from vipstream.text_bounds import cut_text
 
 log = logging.getLogger(__name__)
 
@@ -27,33 +34,44 @@ log = logging.getLogger(__name__)
 # Sidecar join
 
 
-def load_sidecar(url: str) -> dict[str, tuple[str, int]]:
-    """key -> (caption, frame_index) of one sidecar parquet (local path or fsspec URL).
+def load_sidecar(url: str, counts: SkipCounts, max_caption_chars: int | None = None) -> dict[str, tuple[str, int]]:
+    """key -> (caption, frame_index) of one sidecar parquet (local path or fsspec URL), captions
+    cut to `max_caption_chars` (counted `caption_cut`).
 
-    A shard not captioned yet has no sidecar: an empty mapping (its clips fall back or are skipped).
+    A shard not captioned yet has no sidecar, and a broken sidecar (vipstream.caption_sidecar:
+    unreadable, or not the sidecar schema) is counted `bad_sidecar` and named in a warning: both
+    give an empty mapping, so the shard's clips take the `missing_caption` rule.
     """
-    import pyarrow.parquet as pq
-
-    columns = ["key", "caption", "frame_index"]
     try:
-        if "://" in url:
-            import fsspec
-
-            with fsspec.open(url, "rb") as handle:
-                table = pq.read_table(handle, columns=columns)
-        else:  # a local file: pyarrow directly is ~10x faster than through fsspec, and ParquetFile
-            # ~4x faster than read_table (no dataset discovery; its first call also imports pandas)
-            table = pq.ParquetFile(url).read(columns=columns)
+        found = read_sidecar(url, max_caption_chars)
     except FileNotFoundError:
-        log.warning("no caption sidecar %s: its shard's clips have no caption", url)
+        counts.warnings.warn("missing_sidecar", "no caption sidecar %s: its shard's clips have no caption", url)
         return {}
-    rows = table.to_pydict()
-    return {key: (caption, int(index)) for key, caption, index
-            in zip(rows["key"], rows["caption"], rows["frame_index"])
-            if isinstance(caption, str) and caption.strip()}
+    except SidecarError as exc:
+        counts.skip("bad_sidecar", "skipping %s (its shard's clips take the missing_caption rule; "
+                    "`vipstream caption` redoes it): %s", url, exc.reason)
+        return {}
+    if found.cut:
+        counts["caption_cut"] += found.cut
+    return found.captions
 
 
-def join_captions(samples: Iterable[dict[str, Any]], cfg: TrainDataConfig) -> Iterator[dict[str, Any]]:
+def sidecar_problems(urls: list[str], cfg: TrainDataConfig) -> dict[str, str]:
+    """{sidecar: why it is unusable} for the local shards' sidecars that exist but are broken
+    (the trainer's preflight warns with it; remote ones are checked as they are read)."""
+    problems = {}
+    for url in urls:
+        if "://" in url or url.startswith("pipe:"):
+            continue
+        path = sidecar_url(url, cfg.captioner_id, cfg.captions_root)
+        problem = sidecar_problem(path)
+        if problem not in (None, "missing"):
+            problems[path] = problem
+    return problems
+
+
+def join_captions(samples: Iterable[dict[str, Any]], cfg: TrainDataConfig,
+                  counts: SkipCounts) -> Iterator[dict[str, Any]]:
     """Stage: add `caption` (str | None) and `caption_frame_index` (int | None) to each sample.
 
     Samples arrive grouped by shard (this runs before the shuffle), so one sidecar is held at a time.
@@ -62,7 +80,8 @@ def join_captions(samples: Iterable[dict[str, Any]], cfg: TrainDataConfig) -> It
     for sample in samples:
         if sample["url"] != current_url:
             current_url = sample["url"]
-            rows = load_sidecar(sidecar_url(current_url, cfg.captioner_id, cfg.captions_root))
+            rows = load_sidecar(sidecar_url(current_url, cfg.captioner_id, cfg.captions_root), counts,
+                                text_char_budget(cfg.max_text_length))
         caption, frame_index = rows.get(sample["key"], (None, None))
         sample["caption"], sample["caption_frame_index"] = caption, frame_index
         yield sample
@@ -184,9 +203,26 @@ def load_tokenizer(processor_dir: str):
     return AutoTokenizer.from_pretrained(processor_dir, use_fast=True, **extra)
 
 
+#: Characters of text kept per token of max_text_length. English averages ~4-5 characters per
+#: CLIP BPE token (its space included), so 16 per token keeps over 3x max_text_length tokens of
+#: ordinary text and the cut never changes the tokens (test_data_text.py checks it on a 600 KB
+#: subtitle); only text of runs of whitespace or of single words longer than ~16 characters could
+#: lose tokens. A hostile 40 MB subtitle costs the tokenizer ~1,100 characters at max_text_length 70.
+CHARS_PER_TOKEN = 16
+
+
+def text_char_budget(max_length: int) -> int:
+    """The characters of a text the tokenizer is given at `max_length` tokens."""
+    return max_length * CHARS_PER_TOKEN
+
+
 def tokenize(tokenizer, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`texts` -> (ids [B, L] long, mask [B, L] long), L = max_length. Long texts are truncated
-    and keep their end token (CLIP pools the text feature at it); short ones are padded."""
+    and keep their end token (CLIP pools the text feature at it); short ones are padded. Each
+    text is first cut to `text_char_budget(max_length)` characters, so the tokenizer's time and
+    memory are bounded whatever a shard holds."""
+    budget = text_char_budget(max_length)
+    texts = [cut_text(text, budget) for text in texts]
     encoded = tokenizer(texts, max_length=max_length, truncation=True, padding="max_length",
                         return_tensors="pt")
     return encoded["input_ids"].long(), encoded["attention_mask"].long()

@@ -240,3 +240,25 @@ def test_a_refused_resume_leaves_the_saved_config_of_the_build_that_is_there(bui
         run_build(synthetic_corpus.meta_path, out_dir, PipelineConfig(videos_per_shard=2, fps=7),
                   video_root=synthetic_corpus.video_root, progress=False)
     assert (out_dir / "build_config.yaml").read_text() == before
+
+
+def test_a_subtitle_over_max_subtitle_chars_is_cut_at_a_word_and_counted(ray_local, tmp_path):
+    """Issue 15.6: a clip's text is bounded in the shard (json and manifest), the cut counted."""
+    media = tmp_path / "media"
+    media.mkdir()
+    make_video(media / "talk.mp4", seconds=6, audio=False)
+    endless = " ".join(f"word{i}" for i in range(40_000))  # one ~300 KB cue, as a broken ASR file gives
+    (media / "talk.vtt").write_text(f"WEBVTT\n\n00:00:00.000 --> 00:00:06.000\n{endless}\n")
+    (media / "calm.mp4").write_bytes((media / "talk.mp4").read_bytes())
+    (media / "calm.vtt").write_text(VTT)
+    out_dir = tmp_path / "out"
+    summary = run_build(media, out_dir, PipelineConfig(max_subtitle_chars=500), progress=False)
+    rows = {r["video_id"]: r for r in pq.read_table(out_dir / "manifest.parquet").to_pylist()}
+    assert summary["subtitles_cut"] == 1 and summary["clips"] == 2
+    cut = rows["talk"]["subtitle"]
+    assert 375 <= len(cut) <= 500 and endless.startswith(cut) and endless[len(cut)] == " "
+    assert rows["calm"]["subtitle"] == "A red square moves to the right. Then it stops in the corner."
+    subtitles = {json.loads(s["json"])["video_id"]: json.loads(s["json"])["subtitle"] for s in _shard_samples(out_dir)}
+    assert subtitles["talk"] == cut
+    stats = json.loads(next((out_dir / "shards").glob("*.stats.json")).read_text())
+    assert stats["subtitles_cut"] == 1

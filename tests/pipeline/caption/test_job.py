@@ -146,6 +146,26 @@ def test_rerun_skips_captioned_shards_and_overwrite_regenerates_identical_captio
     assert len(errors) == 1, "errors of a redone shard replace its old ones"
 
 
+def test_an_unreadable_or_schema_invalid_sidecar_is_not_done_and_is_redone(corpus, blip_run, tiny_blip, tmp_path):
+    """Issue 15.3: a corrupt sidecar used to count as done, forever."""
+    import shutil
+
+    from tests.sidecar_damage import damage_sidecar
+
+    source, _ = corpus
+    out_dir = tmp_path / "out"
+    shutil.copytree(source, out_dir)
+    before = {s: _captions(out_dir, "blip", s) for s in (0, 1, 2)}
+    damage_sidecar(caption_sidecar_path(out_dir, "blip", 0), "random_bytes")
+    damage_sidecar(caption_sidecar_path(out_dir, "blip", 2), "frame_index_string")
+    cfg = CaptionerConfig(captioner=str(tiny_blip), captioner_id="blip", batch_size=2, max_new_tokens=8)
+    rerun = run_caption_job(out_dir, cfg, progress=False)
+    assert rerun["shards_captioned"] == 2 and rerun["shards_skipped_as_done"] == 1
+    assert {s: _captions(out_dir, "blip", s) for s in (0, 1, 2)} == before  # readable, the same rows
+    for shard in (0, 2):
+        assert pq.read_schema(caption_sidecar_path(out_dir, "blip", shard)).field("frame_index").type == "int32"
+
+
 def test_a_second_captioner_leaves_tars_byte_identical_and_the_first_sidecars_intact(
         corpus, blip_run, tiny_vit_gpt2):
     out_dir, keys = corpus
