@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from vipstream.config import ConfigError
+from vipstream.text_bounds import cut_text
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def decode_text(raw: Any, max_chars: int) -> ClipText:
     if not text:
         return ClipText(None, "empty text")
     if cut or len(text) > max_chars:
-        return ClipText(text[:max_chars].rstrip(), None, truncated=True)
+        return ClipText(cut_text(text, max_chars), None, truncated=True)
     return ClipText(text)
 
 

@@ -47,8 +47,10 @@ class CaptionerConfig:
     prompt: str | None = _f(None, "text prefix for conditional captioning (BLIP, GIT); kept in the caption")
     # 30 word-piece tokens are at most ~30 words (~200 characters); 1,000 leaves room for a long
     # prompt and a larger max_new_tokens, and is far beyond the 77 tokens CLIP's text tower reads.
-    # A longer caption (a runaway generation, a model that repeats) is cut and counted.
-    max_caption_chars: int = _f(1000, "longest caption written to a sidecar, in characters (longer: cut, counted)")
+    # A longer caption (a runaway generation, a model that repeats, a hostile imported value:
+    # OFA's released captions are ~10 words) is cut and counted.
+    max_caption_chars: int = _f(1000, "longest caption written to a sidecar, generated or imported with --import, "
+                                      "in characters (longer: cut, counted)")
     dtype: str = _f("float32", "model weights dtype: float32, float16 or bfloat16 (half types need a GPU)")
     # Ray Data. One captioner actor holds one model copy; batch_size frames go to one generate.
     batch_size: int = _f(16, "frames per generate call")
@@ -58,11 +60,6 @@ class CaptionerConfig:
     decode_cpus: float = _f(1.0, "CPUs per shard read/decode task")
     ray_num_cpus: int = _f(0, "CPUs for a local Ray (0: all); ignored with --ray-address")
     overwrite: bool = _f(False, "recaption shards whose sidecar already exists")
-    # `--import DB` (pipeline/caption/imports.py): an imported caption is untrusted text. OFA
-    # captions are ~10 words and CLIP reads 77 tokens (~300 characters): 1000 keeps every real
-    # caption whole and bounds a hostile one.
-    import_max_chars: int = _f(1000, "with --import: captions longer than this many characters are cut "
-                                     "(counted in the summary)")
 
     def validate(self) -> None:
         if self.max_new_tokens < 1:
@@ -78,8 +75,6 @@ class CaptionerConfig:
         if self.num_gpus < 0 or self.num_cpus <= 0 or self.decode_cpus <= 0:
             raise ConfigError(f"need num_gpus >= 0, num_cpus > 0 and decode_cpus > 0, found "
                               f"{self.num_gpus}, {self.num_cpus}, {self.decode_cpus}")
-        if self.import_max_chars < 1:
-            raise ConfigError(f"import_max_chars must be >= 1, found {self.import_max_chars}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {DTYPES}, found {self.dtype!r}")
         if self.captioner_id is not None and sanitize_id(self.captioner_id) != self.captioner_id:

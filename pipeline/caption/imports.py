@@ -30,16 +30,16 @@ from typing import Any
 
 from pipeline.atomic import write_json_atomic
 from pipeline.caption.captioner import CaptionerConfig
-from pipeline.caption.job import (CAPTION_SUMMARY_FILENAME, _check_captioner_dir, _summarise, list_shards,
-                                  resolve_out_dir)
+from pipeline.caption.job import (CAPTION_SUMMARY_FILENAME, check_captioner_dir, list_shards, needs_captions,
+                                  resolve_out_dir, summarise_run)
 from pipeline.caption.sidecars import SidecarWriter
-from pipeline.caption.stages import EMPTY_SHARD, SAMPLE, SHARD_ERROR, _group_members, _read_meta, _row
+from pipeline.caption.stages import EMPTY_SHARD, SAMPLE, SHARD_ERROR, group_members, read_meta, sample_row
 from pipeline.errors import failure_counts
 from pipeline.shards import read_stats
 from pipeline.text_db import TextDB, open_text_db
 from vipstream.config import ConfigError, config_to_dict
 from vipstream.output_lock import CAPTION_LOCK_FILENAME, output_lock
-from vipstream.schema import META_EXT, caption_sidecar_path, captions_dir, middle_frame_index
+from vipstream.schema import META_EXT, captions_dir, middle_frame_index
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +84,8 @@ def clips_from_tar(path: Path) -> list[ClipRef]:
     Raises OSError/tarfile.TarError when the tar cannot be read."""
     with tarfile.open(path, mode="r:") as handle:
         clips = []
-        for key, parts in _group_members(handle.getmembers()).items():
-            key = key.rsplit("/", 1)[-1]
-            meta = _read_meta(handle, parts.get(META_EXT))
+        for key, parts in group_members(handle.getmembers()).items():
+            meta = read_meta(handle, parts.get(META_EXT))
             clips.append(ClipRef(key, str(meta.get("video_id") or ""), str(meta.get("clip_id") or ""),
                                  meta.get("num_frames"), meta.get("fps")))
         return clips
@@ -134,7 +133,7 @@ def caption_rows(shard: int, clips: list[ClipRef], db: TextDB, max_chars: int,
     """One SidecarWriter row per clip (an EMPTY_SHARD row for a shard without clips): its
     caption and paired frame, or an error row saying why it has none."""
     if not clips:
-        return [_row(shard, 1, -1, EMPTY_SHARD)]
+        return [sample_row(shard, 1, -1, EMPTY_SHARD)]
     rows = []
     for index, clip in enumerate(clips):
         tally.clips += 1
@@ -157,10 +156,10 @@ def caption_rows(shard: int, clips: list[ClipRef], db: TextDB, max_chars: int,
             else:
                 tally.captions += 1
                 tally.captions_truncated += found.truncated
-                rows.append(_row(shard, len(clips), index, SAMPLE, clip.key, **ids, caption=found.text,
+                rows.append(sample_row(shard, len(clips), index, SAMPLE, clip.key, **ids, caption=found.text,
                                  frame_index=frame_index, frame_time_s=frame_time_s))
                 continue
-        rows.append(_row(shard, len(clips), index, SAMPLE, clip.key, **ids, caption="", frame_index=-1,
+        rows.append(sample_row(shard, len(clips), index, SAMPLE, clip.key, **ids, caption="", frame_index=-1,
                          frame_time_s=float("nan"), error_stage=STAGE, error_reason=reason))
     return rows
 
@@ -173,17 +172,13 @@ def shard_rows(out_dir: Path, shard: int, tar: Path, db: TextDB, max_chars: int,
         try:
             clips = clips_from_tar(tar)
         except (OSError, tarfile.TarError) as exc:
-            return [_row(shard, 1, -1, SHARD_ERROR, error_stage="read",
+            return [sample_row(shard, 1, -1, SHARD_ERROR, error_stage="read",
                          error_reason=f"expected a readable tar at {tar}, found: {type(exc).__name__}: {exc}")]
     return caption_rows(shard, clips, db, max_chars, tally)
 
 
 # ---------------------------------------------------------------------------------------------
 # The job
-
-
-def _is_done(out_dir: Path, captioner_id: str, shard: int) -> bool:
-    return caption_sidecar_path(out_dir, captioner_id, shard).exists()
 
 
 def run_caption_import(out_dir: str | Path, db_path: str | Path, cfg: CaptionerConfig, *,
@@ -208,7 +203,7 @@ def run_caption_import(out_dir: str | Path, db_path: str | Path, cfg: CaptionerC
         record = {"captioner_id": cfg.captioner_id, "model": f"import:{db.name}", "model_path": None,
                   "model_type": "import", "import": {"source": source, "form": db.form},
                   "model_identity": f"import:{source}",
-                  "generation": {"import_form": db.form, "import_max_chars": cfg.import_max_chars},
+                  "generation": {"import_form": db.form, "max_caption_chars": cfg.max_caption_chars},
                   "config": config_to_dict(cfg), "created": datetime.now(timezone.utc).isoformat()}
         lock = captions_dir(out_dir, cfg.captioner_id) / CAPTION_LOCK_FILENAME
         with output_lock(lock, "vipstream caption --import"):
@@ -221,7 +216,7 @@ def _import_locked(out_dir: Path, db: TextDB, cfg: CaptionerConfig, record: dict
     from tqdm import tqdm
 
     captioner_id = cfg.captioner_id
-    folder = _check_captioner_dir(out_dir, captioner_id, record, cfg.overwrite)
+    folder = check_captioner_dir(out_dir, captioner_id, record, cfg.overwrite)
     writer = SidecarWriter(out_dir, captioner_id)
     tally = ImportTally()
     skipped = 0
@@ -229,20 +224,20 @@ def _import_locked(out_dir: Path, db: TextDB, cfg: CaptionerConfig, record: dict
     # Shards already imported are read too (not rewritten): the import block counts them all.
     with tqdm(finished, desc=f"import [{captioner_id}]", unit="shard", disable=not progress) as bar:
         for shard, tar in bar:
-            rows = shard_rows(out_dir, shard, tar, db, cfg.import_max_chars, tally)
-            if not cfg.overwrite and _is_done(out_dir, captioner_id, shard):
+            rows = shard_rows(out_dir, shard, tar, db, cfg.max_caption_chars, tally)
+            if not cfg.overwrite and not needs_captions(out_dir, captioner_id, shard):
                 skipped += 1
                 continue
             writer.add(rows)  # all of the shard's rows at once: it is written now
             bar.set_postfix(captions=writer.captions, errors=len(writer.errors))
     job_s = time.perf_counter() - job_started
-    summary = _summarise(out_dir, captioner_id, cfg, finished, unfinished, skipped, writer, job_s,
+    summary = summarise_run(out_dir, captioner_id, cfg, finished, unfinished, skipped, writer, job_s,
                          time.perf_counter() - started)
     summary["captioner"] = record["model"]
     # Reasons name their clip_id; tallied without it, they say what went wrong how often.
     summary["errors_by_reason"] = failure_counts(
         {**e, "reason": _QUOTED_CLIP_ID.sub("clip_id", e["reason"])} for e in writer.errors)[1]
-    summary["import"] = tally.as_dict(db, cfg.import_max_chars)
+    summary["import"] = tally.as_dict(db, cfg.max_caption_chars)
     if tally.clips and not tally.matched_keys:
         summary["import"]["sample_keys"] = db.sample_keys()
     log.info("import %s: %d of %d clips captioned, %d keys of the import name no clip", db.name,

@@ -101,7 +101,7 @@ def _expected_clips(out_dir: Path, shards: list[int]) -> int | None:
 # The job
 
 
-def _check_captioner_dir(out_dir: Path, captioner_id: str, record: dict[str, Any], overwrite: bool) -> Path:
+def check_captioner_dir(out_dir: Path, captioner_id: str, record: dict[str, Any], overwrite: bool) -> Path:
     """Refuse to mix two captioners (or two settings) under one id; write captioner.json."""
     folder = captions_dir(out_dir, captioner_id)
     folder.mkdir(parents=True, exist_ok=True)
@@ -126,7 +126,7 @@ def _check_captioner_dir(out_dir: Path, captioner_id: str, record: dict[str, Any
     return folder
 
 
-def _needs_captions(out_dir: Path, captioner_id: str, shard: int) -> bool:
+def needs_captions(out_dir: Path, captioner_id: str, shard: int) -> bool:
     """A shard is done only when its sidecar passes the sidecar check the trainer applies
     (vipstream.caption_sidecar): a missing, unreadable or schema-invalid one is redone."""
     path = caption_sidecar_path(out_dir, captioner_id, shard)
@@ -223,8 +223,8 @@ def _caption_locked(out_dir: Path, cfg: CaptionerConfig, captioner_id: str, reco
 
     from pipeline.ray_session import ray_session
 
-    folder = _check_captioner_dir(out_dir, captioner_id, record, cfg.overwrite)
-    pending = [(i, p) for i, p in finished if cfg.overwrite or _needs_captions(out_dir, captioner_id, i)]
+    folder = check_captioner_dir(out_dir, captioner_id, record, cfg.overwrite)
+    pending = [(i, p) for i, p in finished if cfg.overwrite or needs_captions(out_dir, captioner_id, i)]
     skipped = len(finished) - len(pending)
     log.info("captioner %s (%s): %d shards to caption, %d already done, %d unfinished skipped",
              captioner_id, cfg.captioner, len(pending), skipped, len(unfinished))
@@ -255,13 +255,13 @@ def _caption_locked(out_dir: Path, cfg: CaptionerConfig, captioner_id: str, reco
         if writer.incomplete():
             raise JobError(f"shards ended incomplete (rows received, expected): {writer.incomplete()}; "
                            f"the finished ones are kept: rerun to finish these")
-    summary = _summarise(out_dir, captioner_id, cfg, finished, unfinished, skipped, writer,
+    summary = summarise_run(out_dir, captioner_id, cfg, finished, unfinished, skipped, writer,
                          job_s, time.perf_counter() - started)
     write_json_atomic(folder / CAPTION_SUMMARY_FILENAME, summary)
     return summary
 
 
-def _summarise(out_dir: Path, captioner_id: str, cfg: CaptionerConfig, finished: list, unfinished: list,
+def summarise_run(out_dir: Path, captioner_id: str, cfg: CaptionerConfig, finished: list, unfinished: list,
                skipped: int, writer: SidecarWriter, job_s: float, wall_s: float) -> dict[str, Any]:
     by_stage, by_reason = failure_counts(writer.errors)
     return {

@@ -34,14 +34,14 @@ SAMPLE, SHARD_ERROR, EMPTY_SHARD = "sample", "shard_error", "empty_shard"
 # Stage 1: read a shard (flat_map, one CPU task per shard)
 
 
-def _row(shard: int, total: int, index: int, kind: str, key: str = "", **extra: Any) -> dict[str, Any]:
+def sample_row(shard: int, total: int, index: int, kind: str, key: str = "", **extra: Any) -> dict[str, Any]:
     row = {"shard": shard, "shard_total": total, "sample_index": index, "kind": kind, "key": key,
            "video_id": "", "clip_id": "", "mp4": b"", "error_stage": "", "error_reason": ""}
     row.update(extra)
     return row
 
 
-def _group_members(members: list[tarfile.TarInfo]) -> dict[str, dict[str, tarfile.TarInfo]]:
+def group_members(members: list[tarfile.TarInfo]) -> dict[str, dict[str, tarfile.TarInfo]]:
     """key -> {ext: member}, in tar order, keyed by the trainer's rule (schema.split_member_name:
     a member a/b/KEY.mp4 is sample a/b/KEY), so the sidecar row joins the sample it captions."""
     samples: dict[str, dict[str, tarfile.TarInfo]] = {}
@@ -65,36 +65,36 @@ def read_shard_samples(item: dict[str, Any]) -> Iterator[dict[str, Any]]:
         handle = tarfile.open(path, mode="r:")
         members = handle.getmembers()
     except (OSError, tarfile.TarError) as exc:
-        yield _row(shard, 1, -1, SHARD_ERROR, error_stage="read",
+        yield sample_row(shard, 1, -1, SHARD_ERROR, error_stage="read",
                    error_reason=f"expected a readable tar at {path}, found: {type(exc).__name__}: {exc}")
         return
     with handle:
-        samples = _group_members(members)
+        samples = group_members(members)
         if not samples:
-            yield _row(shard, 1, -1, EMPTY_SHARD)
+            yield sample_row(shard, 1, -1, EMPTY_SHARD)
             return
         total = len(samples)
         for index, (key, parts) in enumerate(samples.items()):
             forbidden = sorted(set(parts) & FORBIDDEN_EXTS)
             if forbidden:
                 log.warning("shard %s sample %s: ignoring forbidden members %s", shard_stem(shard), key, forbidden)
-            meta = _read_meta(handle, parts.get(META_EXT))
+            meta = read_meta(handle, parts.get(META_EXT))
             ids = {"video_id": str(meta.get("video_id") or key.rsplit("_", 1)[0]),
                    "clip_id": str(meta.get("clip_id") or key)}
             if VIDEO_EXT not in parts:
-                yield _row(shard, total, index, SAMPLE, key, **ids, error_stage="read",
+                yield sample_row(shard, total, index, SAMPLE, key, **ids, error_stage="read",
                            error_reason=f"expected a {VIDEO_EXT} member, found {sorted(parts)}")
                 continue
             try:
                 video = handle.extractfile(parts[VIDEO_EXT]).read()
             except (OSError, tarfile.TarError) as exc:
-                yield _row(shard, total, index, SAMPLE, key, **ids, error_stage="read",
+                yield sample_row(shard, total, index, SAMPLE, key, **ids, error_stage="read",
                            error_reason=f"cannot read the {VIDEO_EXT} member: {type(exc).__name__}: {exc}")
                 continue
-            yield _row(shard, total, index, SAMPLE, key, **ids, mp4=video)
+            yield sample_row(shard, total, index, SAMPLE, key, **ids, mp4=video)
 
 
-def _read_meta(handle: tarfile.TarFile, member: tarfile.TarInfo | None) -> dict[str, Any]:
+def read_meta(handle: tarfile.TarFile, member: tarfile.TarInfo | None) -> dict[str, Any]:
     """The sample's json member as a dict ({} when absent, unreadable or larger than a clip's json
     can be, schema.MAX_META_JSON_BYTES: ids are only a nicety)."""
     if member is None or member.size > MAX_META_JSON_BYTES:

@@ -93,7 +93,7 @@ def test_parquet_values_are_decoded_strictly_whatever_the_column_type(tmp_path):
 
 
 def test_a_value_is_bounded_cut_and_flagged_and_only_its_prefix_is_decoded():
-    assert decode_text(b"a " * 10, 5) == ClipText("a a a", truncated=True)
+    assert decode_text(b"a " * 10, 5) == ClipText("a a", truncated=True)  # cut at a word (vipstream.text_bounds)
     assert decode_text("é" * 10, 10) == ClipText("é" * 10)
     # a cut that splits a multi-byte character drops it instead of calling the value invalid
     assert decode_text("é".encode() * 100, 10) == ClipText("é" * 10, truncated=True)

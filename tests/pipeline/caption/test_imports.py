@@ -24,6 +24,7 @@ from vipstream.cli import main
 from vipstream.output_lock import CAPTION_LOCK_FILENAME, OutputLockedError, output_lock
 from vipstream.schema import (ERROR_COLUMNS, ERRORS_FILENAME, SUMMARY_FILENAME, caption_sidecar_path,
                               captions_dir, middle_frame_index, shard_tar_path)
+from vipstream.text_bounds import cut_text
 
 ID = "ofa-hdvila"
 LONG_CAPTION = "a " * 800 + "long caption"
@@ -72,7 +73,7 @@ def test_the_import_writes_an_ordinary_sidecar_row_for_each_captioned_clip(impor
     rows = table.to_pylist()
     assert [r["key"] for r in rows] == [keys["QMi8x8o55Ns.1.mp4"], keys["QMi8x8o55Ns.2.mp4"]]
     assert rows[0]["caption"] == "a man is talking to the camera" and rows[0]["captioner"] == ID
-    assert rows[1]["caption"] == " ".join(LONG_CAPTION.split())[:1000].rstrip()  # import_max_chars
+    assert rows[1]["caption"] == cut_text(" ".join(LONG_CAPTION.split()), 1000)  # max_caption_chars
     assert _sidecar(out_dir, 1) == []  # the shard of the video without spans holds no clip: done, empty
     info = json.loads((captions_dir(out_dir, ID) / CAPTIONER_FILENAME).read_text())
     assert info["model"] == "import:hdvila_ofa_captions_db" and info["import"]["form"] == "lmdb"
