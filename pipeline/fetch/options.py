@@ -1,0 +1,99 @@
+"""The yt-dlp options of one download, built from FetchConfig only (pure functions).
+
+Two passes over one extraction (pipeline/fetch/download.py): the video pass writes
+`{video_id}.mp4` and nothing else; the subtitle pass (`skip_download`) writes
+`{video_id}.{lang}.vtt`, so a subtitle failure never costs the video. What is fixed here, on
+purpose, whatever the config says:
+- format: mp4 at most `max_height` lines, best audio merged in by ffmpeg when separate
+  (`merge_output_format: mp4`), falling back to any container at that height, remuxed to mp4;
+  `<=?` lets formats of unknown height through (direct media URLs carry no height);
+- subtitles as WebVTT (`vtt`, else converted by ffmpeg), uploaded ones before automatic captions;
+- no thumbnails, comments, descriptions, info.json, shortcut files; no playlists;
+- no hook a config can reach: the only postprocessors are the two ffmpeg conversions below, the
+  only progress hook is ours, every protocol uses yt-dlp's native downloaders (never an external
+  program), `file:` URLs stay disabled, no free-form yt-dlp option is read from the config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline.fetch.config import FetchConfig
+
+#: Postprocessors this module may put in an options dict (tests check nothing else appears).
+ALLOWED_POSTPROCESSORS = frozenset({"FFmpegVideoRemuxer", "FFmpegSubtitlesConvertor"})
+#: yt-dlp protocols a chosen format may use: plain HTTP(S), HLS and DASH over HTTP(S).
+ALLOWED_PROTOCOLS = frozenset({"http", "https", "m3u8", "m3u8_native", "http_dash_segments",
+                               "http_dash_segments_generator"})
+
+
+def format_selector(max_height: int) -> str:
+    """yt-dlp format spec: best mp4 video <= max_height + best m4a audio, else a single mp4
+    file, else any video + audio (merged into mp4), else any single file, all <= max_height."""
+    h = int(max_height)
+    return (f"bv*[height<=?{h}][ext=mp4]+ba[ext=m4a]/b[height<=?{h}][ext=mp4]/"
+            f"bv*[height<=?{h}]+ba/b[height<=?{h}]")
+
+
+def _base_options(cfg: FetchConfig, folder: Path, video_id: str, logger: Any,
+                  cookie_file: str | None) -> dict[str, Any]:
+    template = str(Path(folder) / f"{video_id}.%(ext)s")
+    return {
+        "outtmpl": {"default": template, "subtitle": template},
+        "logger": logger,
+        "quiet": True,
+        "noprogress": True,
+        "no_color": True,
+        "noplaylist": True,
+        "extract_flat": "in_playlist",  # a playlist URL is reported, never expanded
+        "socket_timeout": cfg.socket_timeout_s,
+        "retries": cfg.ytdlp_retries,
+        "fragment_retries": cfg.ytdlp_retries,
+        "extractor_retries": 1,
+        "overwrites": True,
+        "continuedl": True,
+        "updatetime": False,
+        "writethumbnail": False,
+        "writeinfojson": False,
+        "writedescription": False,
+        "getcomments": False,
+        "writelink": False,
+        "enable_file_urls": False,
+        "allow_unplayable_formats": False,
+        "external_downloader": {"default": "native"},
+        "proxy": cfg.proxy or None,
+        "cookiefile": cookie_file,
+    }
+
+
+def video_options(cfg: FetchConfig, folder: Path, video_id: str, *, logger: Any,
+                  progress_hook: Callable[[dict[str, Any]], None],
+                  cookie_file: str | None = None) -> dict[str, Any]:
+    """Options of the extraction and of the video pass."""
+    max_bytes = cfg.max_filesize_bytes
+    return {
+        **_base_options(cfg, folder, video_id, logger, cookie_file),
+        "format": format_selector(cfg.max_height),
+        "merge_output_format": "mp4",
+        "postprocessors": [{"key": "FFmpegVideoRemuxer", "preferedformat": "mp4"}],
+        "max_filesize": max_bytes or None,
+        "progress_hooks": [progress_hook],
+        "writesubtitles": False,
+        "writeautomaticsub": False,
+    }
+
+
+def subtitle_options(cfg: FetchConfig, folder: Path, video_id: str, *, logger: Any,
+                     cookie_file: str | None = None) -> dict[str, Any]:
+    """Options of the subtitle pass: the asked languages as WebVTT, no video."""
+    return {
+        **_base_options(cfg, folder, video_id, logger, cookie_file),
+        "format": format_selector(cfg.max_height),
+        "skip_download": True,
+        "writesubtitles": bool(cfg.subtitles),
+        "writeautomaticsub": bool(cfg.subtitles) and cfg.auto_subtitles,
+        "subtitleslangs": list(cfg.subtitles),
+        "subtitlesformat": "vtt/best",
+        "postprocessors": [{"key": "FFmpegSubtitlesConvertor", "format": "vtt", "when": "before_dl"}],
+    }
