@@ -320,7 +320,7 @@ def fetch_video(entry: FetchEntry, cfg: FetchConfig, layout: FetchLayout, limite
         try:
             attempt = _Attempt(entry, cfg, folder, limiter, cookie_file,
                                time.monotonic() + cfg.download_timeout_s, rng)
-            outcome = _run_with_deadline(attempt, cfg.download_timeout_s, grace_s=min(cfg.socket_timeout_s, 5.0))
+            outcome = _run_with_deadline(attempt, cfg.download_timeout_s, grace_s=min(cfg.socket_timeout_s, 1.0))
             if outcome.failure is None:
                 subtitles, size = _publish(outcome, layout, entry.video_id, cfg.subtitles)
                 return _row(entry, c.OK, "", attempts=previous_attempts + attempts, started=started,

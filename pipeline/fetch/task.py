@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 def fetch_group(entries: list[dict[str, Any]], cfg: FetchConfig, out_dir: str, label: str,
                 previous_attempts: dict[str, int]) -> Iterator[dict[str, Any]]:
     """Fetch `entries` (FetchEntry dicts) into `out_dir`; yields one status row per video."""
+    import yt_dlp
+
+    yt_dlp.YoutubeDL({"quiet": True})  # loads its extractors now, before any download's deadline starts
+
     layout = FetchLayout(Path(out_dir))
     log_path = layout.logs / f"{label}.jsonl"
     already = {row["video_id"]: row for row in read_log(log_path)}
