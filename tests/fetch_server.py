@@ -1,5 +1,6 @@
 """A real HTTP server on 127.0.0.1 for `vipstream fetch` tests: serves real media and misbehaves on
-purpose (status codes for the first N requests, redirects, stalls, slow drips, no length).
+purpose (status codes for the first N requests, redirects, stalls, slow drips, no length,
+a gate that holds a response until the test opens it).
 
 It also answers as an HTTP proxy (requests whose path is an absolute URL), recording the
 `Proxy-Authorization` and `Cookie` headers it sees, so a test can prove that a proxy and cookies
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 
 @dataclass
 class Route:
-    kind: str = "file"  # file | status | redirect | stall | drip | nolength
+    kind: str = "file"  # file | status | redirect | stall | drip | nolength | gate
     body: bytes = b""
     content_type: str = "video/mp4"
     status: int = 200  # kind "status": sent for the first `first_n` requests (None: always), then the file
@@ -26,6 +27,7 @@ class Route:
     chunk: int = 2048  # kind "drip": bytes per tick
     interval_s: float = 0.25
     headers: tuple[tuple[str, str], ...] = ()
+    gate: threading.Event | None = None  # kind "gate": the file, once this event is set
 
 
 class FetchTestServer:
@@ -96,6 +98,9 @@ class FetchTestServer:
             return self._send(handler, route.status, f"status {route.status}".encode(), "text/plain", route.headers)
         if route.kind == "redirect":
             return self._send(handler, 302, b"", "text/plain", (("Location", route.location),))
+        if route.kind == "gate":
+            route.gate.wait(120)
+            return self._send(handler, 200, route.body, route.content_type, route.headers)
         if route.kind in ("stall", "drip"):
             return self._trickle(handler, route)
         if route.kind == "nolength":
