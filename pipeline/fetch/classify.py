@@ -57,7 +57,9 @@ _PATTERNS: tuple[tuple[str, bool, re.Pattern[str]], ...] = tuple(
                          r"|file:// urls? (are|is) (disabled|not allowed)|url scheme .* not supported"),
         (TOO_LARGE, False, r"larger than max-filesize|file is larger than|over max_filesize|longer than max_duration"),
         (BLOCKED, False, r"not a bot|captcha|ip is likely being blocked|confirm you.re not"),
-        (BLOCKED, True, r"too many requests|rate.?limit|try again later"),
+        # YouTube's "session rate-limited for up to an hour": a back-off of seconds cannot help.
+        (BLOCKED, False, r"try again later|rate.?limited by youtube"),
+        (BLOCKED, True, r"too many requests|rate.?limit"),
         (UNAVAILABLE, False, r"confirm your age|age.?restricted|inappropriate for some users"),
         (UNAVAILABLE, False, r"private video|video unavailable|has been removed|no longer available|"
                              r"account .* terminated|not made this video available in your country|"

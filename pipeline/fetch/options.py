@@ -5,7 +5,8 @@ Two passes over one extraction (pipeline/fetch/download.py): the video pass writ
 `{video_id}.{lang}.vtt`, so a subtitle failure never costs the video. What is fixed here, on
 purpose, whatever the config says:
 - format: mp4 at most `max_height` lines, best audio merged in by ffmpeg when separate
-  (`merge_output_format: mp4`), falling back to any container at that height, remuxed to mp4;
+  (`merge_output_format: mp4`), falling back to other containers at that height (merged or
+  remuxed into mp4);
   `<=?` lets formats of unknown height through (direct media URLs carry no height);
 - subtitles as WebVTT (`vtt`, else converted by ffmpeg), uploaded ones before automatic captions;
 - no thumbnails, comments, descriptions, info.json, shortcut files; no playlists;
@@ -29,11 +30,11 @@ ALLOWED_PROTOCOLS = frozenset({"http", "https", "m3u8", "m3u8_native", "http_das
 
 
 def format_selector(max_height: int) -> str:
-    """yt-dlp format spec: best mp4 video <= max_height + best m4a audio, else a single mp4
-    file, else any video + audio (merged into mp4), else any single file, all <= max_height."""
+    """yt-dlp format spec, all at most `max_height` lines: the best mp4 video + the best m4a
+    audio, else the best video of any container + the best audio (merged into mp4: the height
+    matters more than the codec, the builder transcodes anyway), else the best single file."""
     h = int(max_height)
-    return (f"bv*[height<=?{h}][ext=mp4]+ba[ext=m4a]/b[height<=?{h}][ext=mp4]/"
-            f"bv*[height<=?{h}]+ba/b[height<=?{h}]")
+    return f"bv*[height<=?{h}][ext=mp4]+ba[ext=m4a]/bv*[height<=?{h}]+ba/b[height<=?{h}]"
 
 
 def _base_options(cfg: FetchConfig, folder: Path, video_id: str, logger: Any,
