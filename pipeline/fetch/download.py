@@ -229,7 +229,9 @@ class _Attempt:
 
 
 def _run_with_deadline(attempt: _Attempt, timeout_s: float, grace_s: float) -> _Outcome:
-    """`attempt.run()` in a daemon thread; past `timeout_s` it is cancelled and left behind."""
+    """`attempt.run()` in a daemon thread. At `timeout_s` its progress hook aborts a transfer
+    that still receives bytes; one that receives none is cancelled and left behind `grace_s`
+    later (it ends at its next block, or at its socket timeout)."""
     box: dict[str, Any] = {}
 
     def target() -> None:
@@ -240,12 +242,10 @@ def _run_with_deadline(attempt: _Attempt, timeout_s: float, grace_s: float) -> _
 
     worker = threading.Thread(target=target, name=f"fetch {attempt.entry.video_id}", daemon=True)
     worker.start()
-    worker.join(timeout_s)
+    worker.join(timeout_s + grace_s)
     if worker.is_alive():
         attempt.cancel.set()
-        worker.join(grace_s)
-        if worker.is_alive():
-            log.debug("abandoning the stalled download of %s", attempt.entry.video_id)
+        log.debug("abandoning the stalled download of %s", attempt.entry.video_id)
         return _Outcome(failure=Failure(c.TIMEOUT, f"no result within download_timeout_s="
                                                    f"{attempt.cfg.download_timeout_s:g} s (a stalled or too "
                                                    f"slow connection)", backoff=True))
