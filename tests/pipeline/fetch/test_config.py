@@ -48,3 +48,22 @@ def test_secrets_are_redacted_from_the_config_and_scrubbed_from_text():
     cleaned = scrub(text, secrets_of(cfg))
     assert "s3cr3t-pw" not in cleaned and "<redacted>" in cleaned
     assert redacted_config(FetchConfig())["proxy"] == ""  # nothing to hide: shown as unset
+
+
+def test_fetch_help_documents_every_config_key_and_auto_subtitles_is_a_bare_flag():
+    import dataclasses
+    import subprocess
+
+    from tests.conftest import vipstream_cmd
+    from vipstream.cli import build_parser
+    from vipstream.config import overrides_from_args
+
+    result = subprocess.run([*vipstream_cmd(), "fetch", "--help"], capture_output=True, text=True, check=True)
+    for f in dataclasses.fields(FetchConfig):
+        assert f"--{f.name.replace('_', '-')}" in result.stdout
+    args = build_parser().parse_args(["fetch", "--input", "x.jsonl", "--output", "V", "--max-height", "480",
+                                      "--subtitles", "en,de", "--no-auto-subtitles", "--rate-per-host", "1/s"])
+    cfg = load_config(FetchConfig, None, overrides_from_args(args, FetchConfig))
+    assert (cfg.max_height, cfg.subtitles, cfg.auto_subtitles, cfg.rate_per_host_per_s) == (480, ("en", "de"), False, 1.0)
+    args = build_parser().parse_args(["fetch", "--input", "x", "--output", "V", "--auto-subtitles", "--retry-failed"])
+    assert args.auto_subtitles is True and args.retry_failed is True
