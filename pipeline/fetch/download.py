@@ -6,19 +6,17 @@ it in time: the progress hook, called by yt-dlp on every block received, aborts 
 the deadline has passed; a connection that stalls without a byte is left behind by the caller's
 `join(deadline)`, which cancels it (the hook then aborts it on its next block, the socket
 timeout at the latest) and removes its folder. Nothing reaches VIDEOS/ before the attempt has
-succeeded: the subtitles are moved in first and the mp4 last (fsync + rename), so an mp4 in
-VIDEOS/ is always whole.
+succeeded: the subtitles are moved in first and the mp4 last (a rename), so an mp4 in VIDEOS/
+is always whole.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import copy
 import logging
 import os
 import random
-import re
 import shutil
 import tempfile
 import threading
@@ -34,30 +32,14 @@ from pipeline.fetch import classify as c
 from pipeline.fetch.classify import Failure, backoff_delay, classify, parse_retry_after
 from pipeline.fetch.config import FetchConfig, scrub
 from pipeline.fetch.inputs import FetchEntry
-from pipeline.fetch.options import ALLOWED_PROTOCOLS, subtitle_options, video_options
+from pipeline.fetch.options import ALLOWED_PROTOCOLS, FOLDER_FIELD, ID_FIELD
 from pipeline.fetch.ratelimit import HostRateLimiter
 from pipeline.fetch.state import INFO_FIELDS, FetchLayout
 from pipeline.fetch.urls import BadUrl, check_http_url, url_host
+from pipeline.fetch.ytdl_session import YtdlSession
 from vipstream.atomic import fsync_and_replace
 
 log = logging.getLogger(__name__)
-
-
-class _Messages:
-    """yt-dlp's `logger`: keeps its last messages, which explain the failures it reports by
-    returning instead of raising (e.g. "File is larger than max-filesize ... Aborting")."""
-
-    def __init__(self) -> None:
-        self.lines: collections.deque[str] = collections.deque(maxlen=64)
-
-    def debug(self, message: str) -> None:
-        self.lines.append(str(message))
-
-    info = warning = error = debug
-
-    def find(self, pattern: str) -> str | None:
-        regex = re.compile(pattern, re.IGNORECASE)
-        return next((line for line in reversed(self.lines) if regex.search(line)), None)
 
 
 class _Abort(Exception):
@@ -131,15 +113,17 @@ class _Outcome:
     subtitles: dict[str, Path] = field(default_factory=dict)
     subtitle_status: str = "not_asked"
     subtitle_reason: str = ""
+    abandoned: bool = False  # the attempt's thread was left running: its YoutubeDL must not be reused
 
 
 class _Attempt:
-    """One attempt at one video in `folder`; `run` is the body of the worker thread."""
+    """One attempt at one video in `folder` (under the session's working folder); `run` is the
+    body of the worker thread."""
 
     def __init__(self, entry: FetchEntry, cfg: FetchConfig, folder: Path, limiter: HostRateLimiter,
-                 cookie_file: str | None, deadline: float, rng: random.Random):
+                 session: YtdlSession, deadline: float, rng: random.Random):
         self.entry, self.cfg, self.folder, self.limiter = entry, cfg, folder, limiter
-        self.cookie_file, self.deadline, self.rng = cookie_file, deadline, rng
+        self.session, self.deadline, self.rng = session, deadline, rng
         self.cancel = threading.Event()
 
     def _hook(self, progress: dict[str, Any]) -> None:
@@ -150,21 +134,23 @@ class _Attempt:
         if max_bytes and (progress.get("downloaded_bytes") or 0) > max_bytes:
             raise _Abort(Failure(c.TOO_LARGE, f"the transfer passed max_filesize={self.cfg.max_filesize}"))
 
-    def run(self) -> _Outcome:
-        import yt_dlp
+    def _named(self, info: dict[str, Any]) -> dict[str, Any]:
+        """`info` with the fields the output template names this attempt's files by."""
+        return {**info, FOLDER_FIELD: self.folder.name, ID_FIELD: self.entry.video_id}
 
-        video_id, messages = self.entry.video_id, _Messages()
-        options = video_options(self.cfg, self.folder, video_id, logger=messages, progress_hook=self._hook,
-                                cookie_file=self.cookie_file)
-        with yt_dlp.YoutubeDL(options) as ydl:
-            info = ydl.extract_info(self.entry.url, download=False)
-            problem = extracted_problem(info, self.cfg)
-            if problem is not None:
-                return _Outcome(failure=problem)
-            kept = ydl.sanitize_info(info)
-            ydl.process_ie_result(info, download=True)
+    def run(self) -> _Outcome:
+        video_id, session = self.entry.video_id, self.session
+        session.messages.clear()
+        ydl = session.video()
+        info = ydl.extract_info(self.entry.url, download=False)
+        problem = extracted_problem(info, self.cfg)
+        if problem is not None:
+            return _Outcome(failure=problem)
+        kept = ydl.sanitize_info(info)
+        ydl.process_ie_result(self._named(info), download=True)
         video = self.folder / f"{video_id}.mp4"
         if not video.is_file():
+            messages = session.messages
             if messages.find(r"larger than max-filesize"):
                 return _Outcome(failure=Failure(c.TOO_LARGE, f"video is larger than max_filesize={self.cfg.max_filesize}"))
             last = messages.find(r"error|abort|unable|skipping") or (messages.lines[-1] if messages.lines else "")
@@ -192,8 +178,6 @@ class _Attempt:
     def _subtitles(self, info: dict[str, Any], outcome: _Outcome) -> None:
         """The subtitle pass, retried on transient failures; a failure here is recorded in the
         outcome's subtitle fields and never fails the video."""
-        import yt_dlp
-
         cfg, video_id = self.cfg, self.entry.video_id
         if not cfg.subtitles or self.cancel.is_set():
             return
@@ -206,10 +190,7 @@ class _Attempt:
         for attempt in range(1, cfg.max_attempts + 1):
             self.limiter.acquire(url_host(self.entry.url))
             try:
-                options = subtitle_options(cfg, self.folder, video_id, logger=_Messages(),
-                                           cookie_file=self.cookie_file)
-                with yt_dlp.YoutubeDL(options) as ydl:
-                    ydl.process_ie_result(copy.deepcopy(info), download=True)
+                self.session.subtitles().process_ie_result(self._named(copy.deepcopy(info)), download=True)
                 failure = None
             except Exception as exc:  # yt-dlp's DownloadError, a network error
                 failure = describe(exc)
@@ -248,14 +229,19 @@ def _run_with_deadline(attempt: _Attempt, timeout_s: float, grace_s: float) -> _
         log.debug("abandoning the stalled download of %s", attempt.entry.video_id)
         return _Outcome(failure=Failure(c.TIMEOUT, f"no result within download_timeout_s="
                                                    f"{attempt.cfg.download_timeout_s:g} s (a stalled or too "
-                                                   f"slow connection)", backoff=True))
+                                                   f"slow connection)", backoff=True), abandoned=True)
     if "error" in box:
         return _Outcome(failure=describe(box["error"]))
     return box["outcome"]
 
 
 def _publish(outcome: _Outcome, layout: FetchLayout, video_id: str, asked: tuple[str, ...]) -> tuple[dict[str, str], int]:
-    """Move the attempt's files into VIDEOS/: subtitles first, the mp4 last (the commit)."""
+    """Move the attempt's files into VIDEOS/: subtitles first (fsynced), the mp4 last (the commit).
+
+    The mp4 is renamed, not fsynced: forcing every video through the disk before the next one
+    starts cost ~30 % of the job's MB/s (benchmarks/bench_fetch.py), and a rename is atomic
+    whatever kills the process. What a power cut could lose is caught on resume instead: a
+    video is done only while its size is the one logged (`video_bytes`, state.is_done)."""
     subtitles: dict[str, str] = {}
     total = 0
     for lang in asked:
@@ -267,9 +253,9 @@ def _publish(outcome: _Outcome, layout: FetchLayout, video_id: str, asked: tuple
         total += source.stat().st_size
         fsync_and_replace(source, target)
         subtitles[lang] = target.name
-    total += outcome.video.stat().st_size
-    fsync_and_replace(outcome.video, layout.video(video_id))
-    return subtitles, total
+    video_bytes = outcome.video.stat().st_size
+    os.replace(outcome.video, layout.video(video_id))
+    return subtitles, total + video_bytes
 
 
 @contextlib.contextmanager
@@ -304,9 +290,19 @@ def _row(entry: FetchEntry, status: str, reason: str, *, attempts: int, started:
 
 
 def fetch_video(entry: FetchEntry, cfg: FetchConfig, layout: FetchLayout, limiter: HostRateLimiter, *,
-                previous_attempts: int = 0, cookie_file: str | None = None, secrets: tuple[str, ...] = (),
+                session: YtdlSession | None = None, previous_attempts: int = 0, secrets: tuple[str, ...] = (),
                 rng: random.Random | None = None) -> dict[str, Any]:
-    """Fetch one video into `layout`; returns its status row (never raises for a bad video)."""
+    """Fetch one video into `layout`; returns its status row (never raises for a bad video).
+
+    `session`: the task's YoutubeDL instances (pipeline/fetch/ytdl_session.py), working under
+    `layout.tmp`; without one, a session is made (and closed) for this video."""
+    if session is None:
+        session = YtdlSession(cfg, layout.tmp)
+        try:
+            return fetch_video(entry, cfg, layout, limiter, session=session, previous_attempts=previous_attempts,
+                               secrets=secrets, rng=rng)
+        finally:
+            session.close()
     started = time.monotonic()
     rng = rng or random.Random()
     if entry.url_error:
@@ -315,21 +311,27 @@ def fetch_video(entry: FetchEntry, cfg: FetchConfig, layout: FetchLayout, limite
     for number in range(1, cfg.max_attempts + 1):
         limiter.acquire(url_host(entry.url))
         attempts += 1
-        folder = layout.tmp / f"{entry.video_id}.{uuid.uuid4().hex[:8]}"
+        folder = session.work_dir / f"{entry.video_id}.{uuid.uuid4().hex[:8]}"
         folder.mkdir(parents=True)
+        attempt = _Attempt(entry, cfg, folder, limiter, session, time.monotonic() + cfg.download_timeout_s, rng)
+        session.register(folder.name, attempt._hook)
+        outcome = None
         try:
-            attempt = _Attempt(entry, cfg, folder, limiter, cookie_file,
-                               time.monotonic() + cfg.download_timeout_s, rng)
             outcome = _run_with_deadline(attempt, cfg.download_timeout_s, grace_s=min(cfg.socket_timeout_s, 1.0))
+            if outcome.abandoned:
+                session.drop()
             if outcome.failure is None:
                 subtitles, size = _publish(outcome, layout, entry.video_id, cfg.subtitles)
                 return _row(entry, c.OK, "", attempts=previous_attempts + attempts, started=started,
                             secrets=secrets, bytes=size, path=layout.video(entry.video_id).name,
+                            video_bytes=layout.video(entry.video_id).stat().st_size,
                             subtitles=subtitles, subtitle_langs=list(subtitles),
                             subtitle_status=outcome.subtitle_status,
                             subtitle_reason=scrub(outcome.subtitle_reason, secrets), info=outcome.info)
             failure = outcome.failure
         finally:
+            if outcome is None or not outcome.abandoned:  # an abandoned one keeps its (cancelled) hook
+                session.unregister(folder.name)
             shutil.rmtree(folder, ignore_errors=True)
         if not failure.backoff or number == cfg.max_attempts:
             break

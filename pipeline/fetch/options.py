@@ -2,7 +2,8 @@
 
 Two passes over one extraction (pipeline/fetch/download.py): the video pass writes
 `{video_id}.mp4` and nothing else; the subtitle pass (`skip_download`) writes
-`{video_id}.{lang}.vtt`, so a subtitle failure never costs the video. What is fixed here, on
+`{video_id}.{lang}.vtt`, so a subtitle failure never costs the video. Both write into the
+attempt's own folder, named by fields of the info dict (FOLDER_FIELD, ID_FIELD). What is fixed here, on
 purpose, whatever the config says:
 - format: mp4 at most `max_height` lines, best audio merged in by ffmpeg when separate
   (`merge_output_format: mp4`), falling back to other containers at that height (merged or
@@ -37,9 +38,16 @@ def format_selector(max_height: int) -> str:
     return f"bv*[height<=?{h}][ext=mp4]+ba[ext=m4a]/bv*[height<=?{h}]+ba/b[height<=?{h}]"
 
 
-def _base_options(cfg: FetchConfig, folder: Path, video_id: str, logger: Any,
-                  cookie_file: str | None) -> dict[str, Any]:
-    template = str(Path(folder) / f"{video_id}.%(ext)s")
+#: Fields the caller adds to each info dict before a pass: the attempt's folder under the task's
+#: working folder, and the file stem. The options stay the same for every video of a task, so
+#: one YoutubeDL serves them all (building one loads every extractor, ~0.1 s).
+FOLDER_FIELD = "vipstream_folder"
+ID_FIELD = "vipstream_id"
+OUTPUT_TEMPLATE = f"%({FOLDER_FIELD})s/%({ID_FIELD})s.%(ext)s"
+
+
+def _base_options(cfg: FetchConfig, work_dir: Path, logger: Any, cookie_file: str | None) -> dict[str, Any]:
+    template = str(Path(work_dir) / OUTPUT_TEMPLATE)
     return {
         "outtmpl": {"default": template, "subtitle": template},
         "logger": logger,
@@ -68,13 +76,13 @@ def _base_options(cfg: FetchConfig, folder: Path, video_id: str, logger: Any,
     }
 
 
-def video_options(cfg: FetchConfig, folder: Path, video_id: str, *, logger: Any,
+def video_options(cfg: FetchConfig, work_dir: Path, *, logger: Any,
                   progress_hook: Callable[[dict[str, Any]], None],
                   cookie_file: str | None = None) -> dict[str, Any]:
-    """Options of the extraction and of the video pass."""
+    """Options of the extraction and of the video pass (files under `work_dir`/OUTPUT_TEMPLATE)."""
     max_bytes = cfg.max_filesize_bytes
     return {
-        **_base_options(cfg, folder, video_id, logger, cookie_file),
+        **_base_options(cfg, work_dir, logger, cookie_file),
         "format": format_selector(cfg.max_height),
         "merge_output_format": "mp4",
         "postprocessors": [{"key": "FFmpegVideoRemuxer", "preferedformat": "mp4"}],
@@ -85,11 +93,11 @@ def video_options(cfg: FetchConfig, folder: Path, video_id: str, *, logger: Any,
     }
 
 
-def subtitle_options(cfg: FetchConfig, folder: Path, video_id: str, *, logger: Any,
+def subtitle_options(cfg: FetchConfig, work_dir: Path, *, logger: Any,
                      cookie_file: str | None = None) -> dict[str, Any]:
     """Options of the subtitle pass: the asked languages as WebVTT, no video."""
     return {
-        **_base_options(cfg, folder, video_id, logger, cookie_file),
+        **_base_options(cfg, work_dir, logger, cookie_file),
         "format": format_selector(cfg.max_height),
         "skip_download": True,
         "writesubtitles": bool(cfg.subtitles),

@@ -11,8 +11,9 @@
                                 wiped when a run starts, so a killed run leaves nothing behind
 
 The state of a video is its latest line over all logs (by `finished_at`). A video is done when
-that line says `ok` and its mp4 is there; a run killed between publishing an mp4 and logging
-its line refetches that one video. At the end of a run the logs are compacted into one.
+that line says `ok` and its mp4 is there with the logged size; a run killed between publishing
+an mp4 and logging its line refetches that one video. At the end of a run the logs are
+compacted into one.
 """
 
 from __future__ import annotations
@@ -120,7 +121,15 @@ def read_state(layout: FetchLayout) -> tuple[dict[str, dict[str, Any]], list[Pat
 
 
 def is_done(row: dict[str, Any] | None, layout: FetchLayout) -> bool:
-    return bool(row) and row.get("status") == "ok" and layout.video(row["video_id"]).is_file()
+    """An `ok` row whose mp4 is there with the size it was logged with (a file a power cut
+    truncated or emptied is fetched again)."""
+    if not row or row.get("status") != "ok":
+        return False
+    try:
+        size = layout.video(row["video_id"]).stat().st_size
+    except OSError:
+        return False
+    return row.get("video_bytes") is None or size == row["video_bytes"]
 
 
 def compact_logs(layout: FetchLayout, rows: Iterable[dict[str, Any]], read: list[Path]) -> None:

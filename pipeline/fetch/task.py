@@ -8,6 +8,7 @@ videos the dead attempt already logged, so no video is fetched twice by one run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -20,6 +21,7 @@ from pipeline.fetch.download import fetch_video, private_cookie_copy
 from pipeline.fetch.inputs import FetchEntry
 from pipeline.fetch.ratelimit import HostRateLimiter
 from pipeline.fetch.state import FetchLayout, append_row, read_log
+from pipeline.fetch.ytdl_session import YtdlSession
 
 log = logging.getLogger(__name__)
 
@@ -27,25 +29,23 @@ log = logging.getLogger(__name__)
 def fetch_group(entries: list[dict[str, Any]], cfg: FetchConfig, out_dir: str, label: str,
                 previous_attempts: dict[str, int]) -> Iterator[dict[str, Any]]:
     """Fetch `entries` (FetchEntry dicts) into `out_dir`; yields one status row per video."""
-    import yt_dlp
-
-    yt_dlp.YoutubeDL({"quiet": True})  # loads its extractors now, before any download's deadline starts
-
     layout = FetchLayout(Path(out_dir))
     log_path = layout.logs / f"{label}.jsonl"
     already = {row["video_id"]: row for row in read_log(log_path)}
     limiter = HostRateLimiter(cfg.rate_per_host_per_s, cfg.rate_burst, cfg.rate_limit_dir or None)
     secrets = secrets_of(cfg)
     rng = random.Random()
-    with private_cookie_copy(cfg.cookies) as cookie_file:
+    with private_cookie_copy(cfg.cookies) as cookie_file, contextlib.closing(
+            YtdlSession(cfg, layout.tmp, cookie_file)) as session:
+        session.video()  # loads yt-dlp's extractors now, before any download's deadline starts
         for data in entries:
             entry = FetchEntry(**data)
             if entry.video_id in already:
                 yield already[entry.video_id]
                 continue
             try:
-                row = fetch_video(entry, cfg, layout, limiter, previous_attempts=previous_attempts.get(entry.video_id, 0),
-                                  cookie_file=cookie_file, secrets=secrets, rng=rng)
+                row = fetch_video(entry, cfg, layout, limiter, session=session, secrets=secrets, rng=rng,
+                                  previous_attempts=previous_attempts.get(entry.video_id, 0))
             except Exception as exc:  # our bug or a full disk: this video's row says so, the group goes on
                 log.exception("unexpected failure fetching %s", entry.video_id)
                 row = {"video_id": entry.video_id, "url": entry.url, "status": c.ERROR,

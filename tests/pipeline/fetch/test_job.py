@@ -155,6 +155,18 @@ def test_retry_failed_fetches_the_429_case_and_leaves_the_permanent_failures_alo
     assert manifest == ["direct", "page", "page_subtitle_404", "r429_once", "r429_twice"]
 
 
+def test_a_published_video_cut_short_after_the_fact_is_fetched_again(fetched, fetch_server, tmp_path):
+    out_dir, input_path, _, _ = fetched
+    copy = tmp_path / "VIDEOS"
+    shutil.copytree(out_dir, copy)
+    whole = (copy / "direct.mp4").read_bytes()
+    (copy / "direct.mp4").write_bytes(whole[: len(whole) // 2])  # what a power cut can leave of a renamed file
+    before = fetch_server.counts["/job/direct.mp4"]
+    summary = run_fetch(input_path, copy, fast_config(tmp_path), progress=False)
+    assert summary["fetched_this_run"] == 1 and fetch_server.counts["/job/direct.mp4"] > before
+    assert (copy / "direct.mp4").read_bytes() == whole and _status(copy)["direct"]["attempts"] == 2
+
+
 def test_a_resume_with_other_content_settings_is_refused(fetched, tmp_path):
     out_dir, input_path, _, _ = fetched
     copy = tmp_path / "VIDEOS"

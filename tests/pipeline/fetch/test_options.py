@@ -43,7 +43,7 @@ def _info(formats=YOUTUBE_FORMATS, subtitles=None, automatic_captions=None):
 
 def _selected(cfg: FetchConfig, info: dict, tmp_path, subtitles: bool = False) -> dict:
     build = subtitle_options if subtitles else (lambda *a, **k: video_options(*a, progress_hook=lambda d: None, **k))
-    options = build(cfg, tmp_path, "dQw4w9WgXcQ", logger=_Quiet())
+    options = build(cfg, tmp_path, logger=_Quiet())
     with yt_dlp.YoutubeDL(options) as ydl:
         return ydl.process_ie_result(info, download=False)
 
@@ -111,8 +111,8 @@ def test_no_exec_hook_external_program_file_url_or_extra_output_is_reachable(tmp
     hook = lambda d: None  # noqa: E731
     for cfg in (FetchConfig(), FetchConfig(max_height=144, subtitles=(), auto_subtitles=False, max_filesize="0",
                                            proxy="socks5://127.0.0.1:1080", cookies="/x/cookies.txt")):
-        for options in (video_options(cfg, tmp_path, "vid", logger=_Quiet(), progress_hook=hook),
-                        subtitle_options(cfg, tmp_path, "vid", logger=_Quiet())):
+        for options in (video_options(cfg, tmp_path, logger=_Quiet(), progress_hook=hook),
+                        subtitle_options(cfg, tmp_path, logger=_Quiet())):
             assert {pp["key"] for pp in options["postprocessors"]} <= ALLOWED_POSTPROCESSORS
             assert not _all_keys(options) & {"exec_cmd", "Exec", "postprocessor_args", "external_downloader_args",
                                               "postprocessor_hooks", "load_info_filename", "paths",
@@ -120,7 +120,8 @@ def test_no_exec_hook_external_program_file_url_or_extra_output_is_reachable(tmp
             assert options["enable_file_urls"] is False and options["external_downloader"] == {"default": "native"}
             assert options["writethumbnail"] is False and options["getcomments"] is False
             assert options["writeinfojson"] is False and options["writedescription"] is False
-            assert options["outtmpl"]["default"] == str(tmp_path / "vid.%(ext)s")
+            assert options["outtmpl"]["default"] == str(tmp_path / "%(vipstream_folder)s/%(vipstream_id)s.%(ext)s")
+            assert options.get("progress_hooks", [hook]) == [hook]
     # The config has no free-form field through which yt-dlp options could be passed.
     for f in dataclasses.fields(FetchConfig):
         assert typing.get_origin(f.type) is not dict and "dict" not in str(f.type), f.name

@@ -1,0 +1,146 @@
+"""Fetch throughput: the `vipstream fetch` Ray job vs a bare loop of `yt_dlp.YoutubeDL.download`,
+one run, same URLs, same concurrency, same local server. Target: MB/s ratio >= 0.9.
+
+Real YouTube cannot be reached from the dev/CI machines, so both sides download direct mp4 URLs
+from a local `python -m http.server` (its own process, so neither side's threads compete with the
+server for a GIL) through yt-dlp's generic extractor: one real ffmpeg-made mp4, served under
+`--videos` names.
+
+Fairness: Ray is started before timing (a cluster is started once and reused). The job's time is
+the whole `run_fetch` call: input reading, the lock, the Ray tasks (worker start-up and yt-dlp
+import included), one extraction + download per video, the ffprobe of every file, the atomic
+publication, the per-video log and the final tables. The baseline is `--concurrency` fresh
+processes (spawned inside the timing, so they pay the same start-up and import), each running
+one `YoutubeDL(options).download(urls)` over its share of the URLs with the same format choice.
+The job runs with no rate limit (the baseline has none) and subtitles asked (a direct URL offers
+none, so no subtitle request is made on either side).
+
+    .venv/bin/python benchmarks/bench_fetch.py [--videos 16] [--mb-per-video 64] [--concurrency 4]
+
+Localhost makes the bytes nearly free, so the job's per-video costs (the ffprobe of each file, the
+Ray tasks' start-up) weigh far more than over a real network: the ratio falls with the video
+size (measured ~0.85 at 26 MB under load, see README), and the default is HD-VILA's size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def make_video(path: Path, megabytes: float) -> Path:
+    """A real mp4 of about `megabytes` MB: 640x360 noise at a fixed bitrate, plus AAC audio."""
+    seconds = 8.0
+    bitrate_kbps = int(megabytes * 8 * 1024 / seconds)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size=640x360:rate=25:duration={seconds}",
+                    "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds}",
+                    "-vf", "noise=alls=60:allf=t", "-c:v", "libx264", "-preset", "ultrafast",
+                    "-b:v", f"{bitrate_kbps}k", "-maxrate", f"{bitrate_kbps}k", "-bufsize", f"{bitrate_kbps}k",
+                    "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)], check=True)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _bare_worker(urls: list[str], out_dir: str, max_height: int) -> None:
+    import yt_dlp
+
+    from pipeline.fetch.options import format_selector
+
+    options = {"outtmpl": f"{out_dir}/%(id)s.%(ext)s", "quiet": True, "no_warnings": True, "noprogress": True,
+               "format": format_selector(max_height), "merge_output_format": "mp4"}
+    with yt_dlp.YoutubeDL(options) as ydl:
+        ydl.download(urls)
+
+
+def run_bare(urls: list[str], out_dir: Path, concurrency: int, max_height: int) -> float:
+    """`concurrency` spawned processes, each a bare YoutubeDL.download loop over its share."""
+    ctx = multiprocessing.get_context("spawn")
+    started = time.perf_counter()
+    workers = [ctx.Process(target=_bare_worker, args=(urls[i::concurrency], str(out_dir), max_height))
+               for i in range(concurrency)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+        assert worker.exitcode == 0, worker.exitcode
+    return time.perf_counter() - started
+
+
+def run_job(urls: list[str], work: Path, concurrency: int, max_height: int) -> tuple[float, dict]:
+    from pipeline.fetch.config import FetchConfig
+    from pipeline.fetch.job import run_fetch
+
+    input_path = work / "urls.txt"
+    input_path.write_text("\n".join(urls) + "\n")
+    cfg = FetchConfig(max_height=max_height, concurrency=concurrency, rate_per_host="0",
+                      rate_limit_dir=str(work / "rate"))
+    started = time.perf_counter()
+    summary = run_fetch(input_path, work / "VIDEOS", cfg, progress=False)
+    return time.perf_counter() - started, summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--videos", type=int, default=16)
+    # HD-VILA-100M's videos are ~6-7 min of 720p on average, ~60-100 MB each.
+    parser.add_argument("--mb-per-video", type=float, default=64.0)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--max-height", type=int, default=720)
+    args = parser.parse_args()
+
+    import ray
+
+    work = Path(tempfile.mkdtemp(prefix="bench_fetch_"))
+    served = work / "served"
+    served.mkdir()
+    video = make_video(served / "video0000.mp4", args.mb_per_video)
+    for i in range(1, args.videos):
+        os.link(video, served / f"video{i:04d}.mp4")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                               "--directory", str(served)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        urls = [f"http://127.0.0.1:{port}/video{i:04d}.mp4" for i in range(args.videos)]
+        total_mb = video.stat().st_size * args.videos / 1e6
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
+        bare_dir = work / "bare"
+        bare_dir.mkdir()
+        bare_s = run_bare(urls, bare_dir, args.concurrency, args.max_height)
+        job_s, summary = run_job(urls, work, args.concurrency, args.max_height)
+        ray.shutdown()
+        assert summary["by_status"] == {"ok": args.videos}, summary["by_status"]
+        assert len(list(bare_dir.glob("*.mp4"))) == args.videos
+        result = {
+            "videos": args.videos, "mb_per_video": round(video.stat().st_size / 1e6, 2),
+            "concurrency": args.concurrency, "load_avg_1m": round(os.getloadavg()[0], 2),
+            "bare_s": round(bare_s, 3), "job_s": round(job_s, 3),
+            "bare_mb_per_s": round(total_mb / bare_s, 2), "job_mb_per_s": round(total_mb / job_s, 2),
+            "ratio_job_over_bare": round(bare_s / job_s, 3),
+            "job_tasks_phase_s": summary["job_s"],  # the Ray tasks, from the first submit to the last row
+        }
+        print(json.dumps(result, indent=2))
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
