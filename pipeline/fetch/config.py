@@ -16,6 +16,8 @@ from vipstream.config import ConfigError, config_field as _f, config_to_dict
 #: Fields whose values are the user's secrets or point at them: never logged, never saved.
 SECRET_FIELDS = ("cookies", "proxy")
 REDACTED = "<redacted>"
+#: The JavaScript runtimes yt-dlp knows by name (a name only: no path or argument from a config).
+JS_RUNTIMES = ("deno", "node", "bun", "quickjs")
 
 _RATE = re.compile(r"^\s*(?P<count>\d+(?:\.\d+)?)\s*(?:/\s*(?P<unit>s|sec|second|m|min|minute|h|hour))?\s*$")
 _UNIT_S = {None: 1.0, "s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
@@ -68,6 +70,8 @@ class FetchConfig:
     socket_timeout_s: float = _f(30.0, "a read that gets no byte for this long fails the connection, seconds")
     ytdlp_retries: int = _f(3, "yt-dlp's own resumes of a broken transfer within one attempt")
     probe_timeout_s: float = _f(30.0, "kill an ffprobe of a downloaded file that runs longer than this")
+    # yt-dlp solves YouTube's JavaScript challenges with an external runtime it finds on PATH.
+    js_runtime: str = _f("deno", "JavaScript runtime yt-dlp may use for YouTube: deno, node, bun or quickjs")
     # The user's own pass-through options (never logged, never written to outputs).
     cookies: str = _f("", "Netscape cookies file handed to yt-dlp (a private copy per task)")
     proxy: str = _f("", "proxy URL handed to yt-dlp (http://, https://, socks5://)")
@@ -108,6 +112,8 @@ class FetchConfig:
         for lang in self.subtitles:
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}", lang):
                 raise ConfigError(f"subtitles: expected language codes such as en, en-US, pt-BR, found {lang!r}")
+        if self.js_runtime not in JS_RUNTIMES:
+            raise ConfigError(f"js_runtime must be one of {', '.join(JS_RUNTIMES)}, found {self.js_runtime!r}")
         if self.proxy and not re.match(r"^(https?|socks4a?|socks5h?)://", self.proxy):
             raise ConfigError("proxy: expected an http://, https:// or socks5:// URL (value not shown)")
 

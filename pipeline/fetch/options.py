@@ -71,6 +71,7 @@ def _base_options(cfg: FetchConfig, work_dir: Path, logger: Any, cookie_file: st
         "enable_file_urls": False,
         "allow_unplayable_formats": False,
         "external_downloader": {"default": "native"},
+        "js_runtimes": {cfg.js_runtime: {}},
         "proxy": cfg.proxy or None,
         "cookiefile": cookie_file,
     }

@@ -32,7 +32,7 @@ def test_rates_and_sizes_parse_with_their_units():
     ({"max_height": 0}, "max_height"), ({"concurrency": 0}, "concurrency"),
     ({"download_timeout_s": 0}, "download_timeout_s"), ({"subtitles": "en,../x"}, "subtitles"),
     ({"backoff_base_s": 10, "backoff_max_s": 1}, "backoff"), ({"proxy": "ftp://h"}, "proxy"),
-    ({"rate_per_host": "lots"}, "rate_per_host"),
+    ({"rate_per_host": "lots"}, "rate_per_host"), ({"js_runtime": "/bin/sh"}, "js_runtime"),
 ])
 def test_bad_values_are_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):

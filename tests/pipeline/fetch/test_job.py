@@ -15,6 +15,8 @@ from pipeline.fetch.job import run_fetch
 from tests.pipeline.fetch.conftest import EXPECTED, fast_config, register_cases
 from vipstream.config import ConfigError
 
+pytestmark = pytest.mark.slow  # one real job over every case (~15-30 s), shared by the module
+
 #: The page's clip spans, HD-VILA style (hh:mm:ss.mmm), handed on to build through manifest.jsonl.
 PAGE_CLIPS = [{"clip_id": "page.0.mp4", "span": ["00:00:00.000", "00:00:01.500"]},
               {"clip_id": "page.1.mp4", "span": ["00:00:01.500", "00:00:03.000"]}]

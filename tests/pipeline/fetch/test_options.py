@@ -117,6 +117,7 @@ def test_no_exec_hook_external_program_file_url_or_extra_output_is_reachable(tmp
             assert not _all_keys(options) & {"exec_cmd", "Exec", "postprocessor_args", "external_downloader_args",
                                               "postprocessor_hooks", "load_info_filename", "paths",
                                               "download_archive", "batchfile", "ffmpeg_location", "plugin_dirs"}
+            assert options["js_runtimes"] == {cfg.js_runtime: {}}
             assert options["enable_file_urls"] is False and options["external_downloader"] == {"default": "native"}
             assert options["writethumbnail"] is False and options["getcomments"] is False
             assert options["writeinfojson"] is False and options["writedescription"] is False
