@@ -171,6 +171,12 @@ def _parse_clips(raw: Any, video_id: str) -> tuple[GivenClip, ...] | None:
     return tuple(clips)
 
 
+def parse_given_clips(raw: Any, video_id: str) -> tuple[GivenClip, ...] | None:
+    """The `clip(s)` list of a record checked as a build would read it (StageError if malformed):
+    `vipstream fetch` checks spans once at input time and hands them on to its manifest."""
+    return _parse_clips(raw, video_id)
+
+
 def _parse_retrieval(record: dict[str, Any], video_id: str) -> tuple[tuple[str, ...], tuple[GivenClip, ...] | None]:
     """A retrieval record's captions (non-empty strings) and its one clip: the `span` when
     given, else None (the whole video, known once probed)."""
