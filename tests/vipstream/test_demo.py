@@ -20,6 +20,7 @@ def test_demo_fast_runs_the_whole_mission_and_writes_the_report(tmp_path):
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
+    assert "numerics: portable" in out  # the same table on any x86-64 machine (vipstream/numerics.py)
     for command in ("$ vipstream synth", "--subtitle-style asr", "$ python -m tools.stand_in_training clip",
                     "$ python -m tools.stand_in_training captioner", "$ vipstream build --input",
                     "$ vipstream caption", "$ vipstream build --annotations", "--loss vs", "--loss ocl",

@@ -66,6 +66,9 @@ class DemoPlan:
     # The stand-ins read 32 px (CLIP) and 48 px (captioner) frames: shards at 224 px would only
     # cost decode time. Real data: the default 224 (CLIP's input size).
     short_side_px: int = 96
+    # the same numbers on any x86-64 machine (vipstream/numerics.py); off: the CPU's fastest kernels,
+    # whose rounding (and so the table) depends on the machine
+    portable_numerics: bool = True
 
 
 FAST = DemoPlan(corpus_videos=6, min_duration_s=30.0, max_duration_s=40.0, retrieval_pairs=6, clip_steps=60,
@@ -82,15 +85,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--train-steps", type=int, default=None, help="CLIP-ViP steps per run (default: the plan's)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over in a WORKDIR that holds a demo of another plan")
+    parser.add_argument("--native-numerics", action="store_true",
+                        help="use the CPU's fastest torch kernels: quicker, but the table then depends on the "
+                             "machine's instruction set (default: portable kernels, the same table on any x86-64 CPU)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from vipstream.config import ConfigError
 
-    plan = replace(FAST if args.fast else DemoPlan(), seed=args.seed)
+    plan = replace(FAST if args.fast else DemoPlan(), seed=args.seed, portable_numerics=not args.native_numerics)
     if args.train_steps is not None:
         plan = replace(plan, train_steps=args.train_steps)
+    _choose_numerics(plan.portable_numerics)
     work: Path = args.workdir
     _prepare_workdir(work, plan, args.overwrite)
     _one_compute_thread()
@@ -123,6 +130,21 @@ def _merge_timings(work: Path, new: dict[str, float]) -> dict[str, float]:
     timings.update(new)
     path.write_text(json.dumps(timings, indent=1) + "\n")
     return dict(timings)
+
+
+def _choose_numerics(portable: bool) -> None:
+    """Portable kernels (vipstream/numerics.py) for this process and every step it starts, set
+    before any tensor work so this process's own training uses them too."""
+    from vipstream.numerics import use_portable_numerics
+
+    if not portable:
+        print("numerics: native (the CPU's fastest kernels; the table depends on the machine)", flush=True)
+        return
+    if use_portable_numerics():
+        print("numerics: portable (the same table on any x86-64 CPU; --native-numerics is faster)", flush=True)
+    else:
+        log.warning("numerics: this process computed before the portable kernels were chosen; its steps keep "
+                    "the native ones, so the table may depend on the machine")
 
 
 def _one_compute_thread() -> None:

@@ -13,8 +13,8 @@ import pytest
 
 from pipeline.builder.config import PipelineConfig
 from pipeline.errors import StageError
-from pipeline.builder.transcode import (ProbeInfo, TranscodeSpec, TranscodedClip, output_size, probe_video,
-                                transcode_clip)
+from pipeline.builder.transcode import (ProbeInfo, TranscodeSpec, TranscodedClip, _ffmpeg_args, output_size,
+                                probe_video, transcode_clip)
 from tests.media import (convert_video, ffprobe_json, make_audio_only, make_vfr_video, make_video,
                          sample_videos)
 
@@ -209,6 +209,21 @@ def test_clip_starts_at_the_requested_frame_wherever_the_keyframes_are(tmp_path,
     luma = [float(f.mean()) * 219 / 255 + 16 for f in frames]  # RGB back to limited-range Y
     first = int(start_s)
     assert [round(y / 12) for y in luma] == [first, first + 1, first + 2]
+
+
+def test_clip_pixels_do_not_depend_on_the_cpus_simd_paths(media, tmp_path):
+    """The same cut with ffmpeg's SIMD code off (`-cpuflags 0`, what an older or other CPU would run)
+    decodes to the same pixels: a corpus built on two machines is the same corpus."""
+    src = media["landscape_mp4"]
+    spec, probe = TranscodeSpec(), probe_video(src)
+    decoded = []
+    for cpu_flags in ([], ["-cpuflags", "0"]):
+        out = tmp_path / f"clip{len(decoded)}.mp4"
+        args = _ffmpeg_args(src, 1.0, 5.0, spec, probe, out)
+        subprocess.run([args[0], *cpu_flags, *args[1:]], check=True, capture_output=True, timeout=120)
+        decoded.append(subprocess.run(["ffmpeg", "-v", "error", "-i", str(out), "-f", "rawvideo", "-pix_fmt", "yuv420p",
+                                       "-"], check=True, capture_output=True, timeout=120).stdout)
+    assert len(decoded[0]) > 0 and decoded[0] == decoded[1]
 
 
 def test_keep_audio_adds_an_aac_track_and_the_default_drops_it(media, tmp_path):
