@@ -20,8 +20,8 @@ _PUNCTUATION = (".", ",", "?", "!")
 WHISPER_SAMPLE_RATE = 16000
 
 
-def save_tiny_whisper(path: Path, *, seed: int = 0, d_model: int = 32, layers: int = 1,
-                      num_mel_bins: int = 80, init_std: float = 0.02, text_scale: float = 1.0, stamp_scale: float = 1.0) -> Path:
+def save_tiny_whisper(path: Path, *, seed: int = 0, d_model: int = 32, layers: int = 1, num_mel_bins: int = 80,
+                      init_std: float = 0.5, text_scale: float = 2.0, stamp_scale: float = 0.5) -> Path:
     """A random-init WhisperForConditionalGeneration + WhisperProcessor at `path`, loadable with
     `from_pretrained` and by `pipeline("automatic-speech-recognition")` with timestamps.
 
@@ -30,7 +30,11 @@ def save_tiny_whisper(path: Path, *, seed: int = 0, d_model: int = 32, layers: i
     <|translate|>, <|transcribe|>, <|startoflm|>, <|startofprev|>, <|nospeech|>, <|notimestamps|>
     and the 1501 timestamp tokens <|0.00|> .. <|30.00|>, since transformers finds languages and
     timestamps by these offsets. The generation config carries what Whisper's long-form
-    `generate` needs (no_timestamps_token_id, lang_to_id, task_to_id, ...)."""
+    `generate` needs (no_timestamps_token_id, lang_to_id, task_to_id, ...).
+
+    Random weights at init_std 0.02 emit almost only timestamp tokens; a wide init and text
+    token embeddings scaled up against the timestamps' make it say (noise) words, so cues have text.
+    Byte tokens outside printable ASCII are suppressed (generation_config.suppress_tokens)."""
     import torch
     from tokenizers import AddedToken
     from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,

@@ -48,11 +48,13 @@ CLIP_META_OPTIONAL_FIELDS = (CLIP_CAPTIONS_FIELD,)
 
 #: `vipstream transcribe --output ASR/` writes ASR/subtitles/{video_id}.vtt, ASR/manifest.jsonl (a
 #: vipstream manifest for `vipstream build --input`), ASR/asr.json (model and settings),
-#: errors.parquet and summary.json; `vipstream build --asr MODEL --output OUT` uses OUT/asr/.
+#: ASR/failed.jsonl (one error row per video that failed, so reruns skip it), errors.parquet and
+#: summary.json; `vipstream build --asr MODEL --output OUT` uses OUT/asr/.
 ASR_DIRNAME = "asr"
 ASR_SUBTITLES_DIRNAME = "subtitles"
 ASR_MANIFEST_FILENAME = "manifest.jsonl"
 ASR_RECORD_FILENAME = "asr.json"
+ASR_FAILED_FILENAME = "failed.jsonl"
 #: Field of a corpus clip's `json`, after CLIP_META_FIELDS, present only when its `subtitle` came
 #: from speech recognition: {"kind": "asr", "model", "revision", "language"} (`source` stays
 #: the video's path). Also the manifest key that carries it from `vipstream transcribe` to build.

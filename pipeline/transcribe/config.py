@@ -93,6 +93,8 @@ class TranscribeConfig:
     # What to transcribe.
     all: bool = _f(False, "also transcribe videos that already have a subtitle file")
     overwrite: bool = _f(False, "redo every video, also those whose .vtt exists")
+    retry_failed: bool = _f(False, "transcribe again the videos that failed in an earlier run (without it only "
+                                   "failures to fetch a remote copy and internal errors are retried)")
 
     def __post_init__(self) -> None:
         # A --temperatures flag arrives as strings ("0.0,0.2"): store floats.
@@ -124,6 +126,9 @@ class TranscribeConfig:
                               f"{self.num_gpus}, {self.num_cpus}, {self.decode_cpus}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {DTYPES}, found {self.dtype!r}")
+        if self.no_speech_threshold is not None and self.logprob_threshold is None:
+            raise ConfigError("no_speech_threshold needs logprob_threshold: Whisper skips a window as silence only "
+                              "when it is both likely silent and poorly predicted")
         if not (self.probe_timeout_s > 0 and self.audio_timeout_s > 0 and self.source_fetch_timeout_s > 0):
             raise ConfigError("probe_timeout_s, audio_timeout_s and source_fetch_timeout_s must be > 0")
 

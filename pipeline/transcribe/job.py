@@ -8,10 +8,12 @@ lacks them, and a manifest `vipstream build` reads; resumable per video.
                              -> driver: TranscriptWriter stitches each video whose blocks are all
                                  in and publishes ASR/subtitles/{id}.vtt (tmp + os.replace)
 
-Resumable: a video is done exactly when its .vtt exists; a rerun (after a kill, a crash, or
-with more videos) transcribes only the others, failed ones included, and rewrites the run-level
-files (manifest.jsonl, errors.parquet, summary.json) from the whole input, so they always
-describe every video. One run per ASR folder (its lock, as build and caption hold theirs).
+Resumable: a video is done when its .vtt exists, or when it failed (ASR/failed.jsonl, appended
+as each video fails: no audio stream, no speech, undecodable...; `retry_failed` redoes those,
+and failures to fetch a remote copy or internal errors are always retried). A rerun (after a
+kill, a crash, or with more videos) transcribes only the others and rewrites the run-level files
+(manifest.jsonl, errors.parquet, summary.json) from the whole input, so they always describe
+every video. One run per ASR folder (its lock, as build and caption hold theirs).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from pipeline.transcribe.asr import AsrLoadError, check_asr_model, language_code
 from pipeline.transcribe.config import TranscribeConfig
 from pipeline.transcribe.stages import AsrActor, decode_video
 from pipeline.transcribe.vtt import read_vtt_language
-from pipeline.transcribe.writer import TranscriptWriter
+from pipeline.transcribe.writer import RETRIED_STAGES, FailureLog, TranscriptWriter
 from vipstream.atomic import write_text_atomic
 from vipstream.config import ConfigError, config_to_dict
 from vipstream.errors import JobError
@@ -68,6 +70,7 @@ def _check_record(out_dir: Path, record: dict[str, Any], overwrite: bool) -> Non
     if overwrite:
         for vtt in (out_dir / ASR_SUBTITLES_DIRNAME).glob("*.vtt"):
             vtt.unlink()
+        FailureLog(out_dir).path.unlink(missing_ok=True)
     if not same or overwrite:
         write_json_atomic(path, record)
 
@@ -208,6 +211,24 @@ def _run(pending: list[VideoEntry], cfg: TranscribeConfig, writer: TranscriptWri
 # The job
 
 
+def plan_pending(wanted: list[VideoEntry], out_dir: Path, failed_before: dict[str, dict[str, Any]],
+                 retry_failed: bool) -> tuple[list[VideoEntry], dict[str, dict[str, Any]]]:
+    """(videos to transcribe, {video: its earlier failure} for the failed ones skipped).
+
+    Done: a .vtt exists. Skipped: an earlier run recorded a failure that would recur (not a
+    fetch or internal one), unless `retry_failed`. The rest is pending."""
+    pending, kept = [], {}
+    for entry in wanted:
+        if asr_subtitle_path(out_dir, entry.video_id).exists():
+            continue
+        failure = failed_before.get(entry.video_id)
+        if failure is not None and not retry_failed and failure.get("stage") not in RETRIED_STAGES:
+            kept[entry.video_id] = failure
+        else:
+            pending.append(entry)
+    return pending, kept
+
+
 def run_transcribe_job(input_path: str | Path, out_dir: str | Path, cfg: TranscribeConfig, *,
                        video_root: str | Path | None = None, ray_address: str | None = None,
                        progress: bool = True) -> dict[str, Any]:
@@ -247,9 +268,10 @@ def _transcribe_locked(input_path: str | Path, out_dir: Path, cfg: TranscribeCon
         log.info("removed %d temporaries of an interrupted run", removed)
     missing = [e for e in listing.entries if e.path is None]
     wanted = [e for e in listing.entries if e.path is not None and (cfg.all or not e.subtitles)]
-    pending = [e for e in wanted if not asr_subtitle_path(out_dir, e.video_id).exists()]
-    log.info("%d videos (%s form): %d to transcribe, %d already done, %d with subtitles left alone, %d not found",
-             len(listing.entries), listing.form, len(pending), len(wanted) - len(pending),
+    pending, kept_failures = plan_pending(wanted, out_dir, FailureLog(out_dir).read(), cfg.retry_failed)
+    log.info("%d videos (%s form): %d to transcribe, %d done before, %d failed before (skipped; retry_failed "
+             "redoes them), %d with subtitles left alone, %d not found", len(listing.entries), listing.form,
+             len(pending), len(wanted) - len(pending) - len(kept_failures), len(kept_failures),
              len(listing.entries) - len(wanted) - len(missing), len(missing))
     writer = TranscriptWriter(out_dir, cfg, language_code(cfg.language) if cfg.language else None)
     job_s = 0.0
@@ -260,24 +282,27 @@ def _transcribe_locked(input_path: str | Path, out_dir: Path, cfg: TranscribeCon
         if writer.incomplete():
             raise JobError(f"videos ended incomplete (blocks received, expected): {writer.incomplete()}; the "
                            f"finished ones are kept: rerun to finish these")
+    order = {e.video_id: i for i, e in enumerate(wanted)}  # input order, whatever finished first
+    failures = sorted(list(kept_failures.values()) + writer.errors, key=lambda e: order.get(e["video_id"], -1))
+    writer.failure_log.rewrite(failures)
     errors = ([e.as_dict() for e in listing.errors]
               + [ErrorRow(e.video_id, None, "input", e.missing_reason or "video file not found",
                           source=str(input_path), line=e.line).as_dict() for e in missing]
-              + writer.errors)
+              + failures)
     write_parquet_atomic(pa.Table.from_pylist(errors, schema=ERROR_TABLE_SCHEMA), out_dir / ERRORS_FILENAME)
     wanted_ids = {e.video_id for e in wanted}
-    failures = {e["video_id"]: f"{e['stage']}: {e['reason']}" for e in writer.errors}
+    reasons = {e["video_id"]: f"{e['stage']}: {e['reason']}" for e in failures}
     _write_manifest(out_dir / ASR_MANIFEST_FILENAME,
-                    manifest_rows(listing.entries, wanted_ids, out_dir, record, failures))
-    summary = _summarise(out_dir, input_path, cfg, listing, wanted, pending, missing, writer, errors, job_s,
-                         time.perf_counter() - started)
+                    manifest_rows(listing.entries, wanted_ids, out_dir, record, reasons))
+    summary = _summarise(out_dir, input_path, cfg, listing, wanted, pending, missing, kept_failures, writer, errors,
+                         job_s, time.perf_counter() - started)
     write_json_atomic(out_dir / SUMMARY_FILENAME, summary)
     return summary
 
 
 def _summarise(out_dir: Path, input_path: str | Path, cfg: TranscribeConfig, listing: ManifestReadResult,
-               wanted: list, pending: list, missing: list, writer: TranscriptWriter, errors: list,
-               job_s: float, wall_s: float) -> dict[str, Any]:
+               wanted: list, pending: list, missing: list, kept_failures: dict, writer: TranscriptWriter,
+               errors: list, job_s: float, wall_s: float) -> dict[str, Any]:
     by_stage, by_reason = failure_counts(errors)
     with_vtt = sum(asr_subtitle_path(out_dir, e.video_id).exists() for e in wanted)
     return {
@@ -290,8 +315,10 @@ def _summarise(out_dir: Path, input_path: str | Path, cfg: TranscribeConfig, lis
         "videos_to_transcribe": len(wanted),
         "videos_with_asr_subtitles": with_vtt,
         "videos_transcribed": len(writer.done),
-        "videos_skipped_as_done": len(wanted) - len(pending),
-        "videos_failed": len(writer.failed),
+        "videos_skipped_as_done": len(wanted) - len(pending) - len(kept_failures),
+        "videos_skipped_as_failed": len(kept_failures),
+        "videos_failed": len(writer.failed) + len(kept_failures),
+        "videos_failed_this_run": len(writer.failed),
         "videos_not_found": len(missing),
         "manifest_errors": len(listing.errors),
         "coverage": round(with_vtt / len(wanted), 4) if wanted else None,
@@ -300,6 +327,8 @@ def _summarise(out_dir: Path, input_path: str | Path, cfg: TranscribeConfig, lis
         "languages": dict(Counter(v["language"] or "unknown" for v in writer.done.values())),
         "audio_hours": round(writer.audio_s / 3600, 4),
         "audio_s_per_s": round(writer.audio_s / job_s, 3) if job_s > 0 else None,
+        "ray_nodes": {**{stage: len(ids) for stage, ids in writer.nodes.items()},
+                      "all": len(set().union(*writer.nodes.values()))},
         "errors": len(errors),
         "errors_by_stage": by_stage,
         "errors_by_reason": by_reason,

@@ -29,8 +29,19 @@ from pipeline.transcribe.config import TranscribeConfig
 log = logging.getLogger(__name__)
 
 
+def _node_id() -> str:
+    """The Ray node this runs on ("" outside Ray): summaries say how work spread over a cluster."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    except Exception:  # pragma: no cover - informational only
+        return ""
+
+
 def _row(item: dict[str, Any], index: int, is_last: bool, **extra: Any) -> dict[str, Any]:
     row = {"video_id": item["video_id"], "source": item["path"], "line": item.get("line") or 0,
+           "decode_node": _node_id(),
            "block_index": index, "is_last": is_last, "start_s": 0.0, "audio_s": 0.0, "level_dbfs": 0.0,
            "silent": False, "features": b"", "n_mels": 0, "frames": 0, "error_stage": "", "error_reason": ""}
     row.update(extra)
@@ -75,6 +86,7 @@ class AsrActor:
         if not torch.cuda.is_available():
             torch.set_num_threads(max(1, int(cfg.num_cpus)))
         self.model = AsrModel(cfg)
+        self.node = _node_id()
         log.info("ASR actor: %s on %s (%s), %d torch threads", cfg.asr, self.model.device, self.model.dtype,
                  torch.get_num_threads())
 
@@ -92,7 +104,8 @@ class AsrActor:
                 segments[i] = json.dumps([[s.start_s, s.end_s, s.text] for s in result.segments])
                 languages[i] = result.language or ""
         out = {k: v for k, v in batch.items() if k != "features"}
-        out.update(segments=segments, language=languages, error_stage=error_stage, error_reason=error_reason)
+        out.update(segments=segments, language=languages, error_stage=error_stage, error_reason=error_reason,
+                   asr_node=np.array([self.node] * n, dtype=object))
         return out
 
     def _transcribe(self, features: list[np.ndarray], rows: list[int], error_stage: np.ndarray,

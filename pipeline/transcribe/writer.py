@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,44 @@ from pipeline.transcribe.config import TranscribeConfig
 from pipeline.transcribe.stitch import BlockTranscript, RepeatRules, Segment, drop_repeats, stitch_blocks
 from pipeline.transcribe.vtt import format_vtt
 from vipstream.atomic import write_text_atomic
-from vipstream.schema import asr_subtitle_path
+from vipstream.schema import ASR_FAILED_FILENAME, asr_subtitle_path
 
 log = logging.getLogger(__name__)
 
 STAGE = "asr"
+#: Failures a rerun retries without --retry-failed: they may not happen again (a remote store, a bug).
+RETRIED_STAGES = frozenset({"fetch", "internal"})
+
+
+class FailureLog:
+    """ASR/failed.jsonl: one error row per failed video, appended (and fsynced) as it fails, so a
+    rerun after a kill knows it too; the last line of a video wins, a torn last line is ignored."""
+
+    def __init__(self, out_dir: Path):
+        self.path = out_dir / ASR_FAILED_FILENAME
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        failures: dict[str, dict[str, Any]] = {}
+        if not self.path.exists():
+            return failures
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line torn by a kill mid-write
+            if isinstance(row, dict) and row.get("video_id"):
+                failures[str(row["video_id"])] = row
+        return failures
+
+    def append(self, row: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def rewrite(self, rows: list[dict[str, Any]]) -> None:
+        """Keep exactly `rows` (the videos still failed at the end of a run)."""
+        write_text_atomic(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def _block(row: dict[str, Any]) -> BlockTranscript:
@@ -60,6 +94,8 @@ class TranscriptWriter:
         self.errors: list[dict[str, Any]] = []
         self.failed: set[str] = set()
         self.audio_s = 0.0
+        self.nodes: dict[str, set[str]] = {"decode": set(), "asr": set()}  # Ray node ids that did the work
+        self.failure_log = FailureLog(out_dir)
 
     def add(self, rows: list[dict[str, Any]]) -> int:
         """Buffer rows; finish every video they complete. Returns how many videos finished."""
@@ -70,6 +106,9 @@ class TranscriptWriter:
                 log.warning("video %s: block %d arrived twice (a retried task); kept once", video_id, index)
                 continue
             self.pending[video_id][index] = row
+            for stage in ("decode", "asr"):
+                if row.get(f"{stage}_node"):
+                    self.nodes[stage].add(row[f"{stage}_node"])
             if row["is_last"]:
                 self.totals[video_id] = index + 1
             if len(self.pending[video_id]) == self.totals.get(video_id):
@@ -82,9 +121,11 @@ class TranscriptWriter:
         return {v: (len(rows), self.totals.get(v)) for v, rows in self.pending.items() if rows}
 
     def _fail(self, row: dict[str, Any], stage: str, reason: str) -> None:
-        self.errors.append(ErrorRow(str(row["video_id"]), None, stage, reason, source=str(row["source"]),
-                                    line=int(row["line"]) or None).as_dict())
+        error = ErrorRow(str(row["video_id"]), None, stage, reason, source=str(row["source"]),
+                         line=int(row["line"]) or None).as_dict()
+        self.errors.append(error)
         self.failed.add(str(row["video_id"]))
+        self.failure_log.append(error)
         log.info("video %s: %s: %s", row["video_id"], stage, reason)
 
     def _finish(self, video_id: str, rows: list[dict[str, Any]]) -> None:
@@ -102,6 +143,7 @@ class TranscriptWriter:
             return
         language = video_language([b for b, r in zip(blocks, rows) if not r["silent"]], self.language)
         path = asr_subtitle_path(self.out_dir, video_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, format_vtt(cues, language, self.note))
         self.done[video_id] = {"cues": len(cues), "audio_s": round(audio_s, 3), "language": language,
                                "cues_dropped_as_repeats": dropped.total}

@@ -2,8 +2,8 @@
 have none (a Ray Data job), and a manifest `vipstream build --input` reads.
 
 Writes ASR/subtitles/{video_id}.vtt, ASR/manifest.jsonl, ASR/errors.parquet, ASR/asr.json and
-ASR/summary.json; nothing next to the videos. Rerunning resumes: only videos without a .vtt are
-transcribed.
+ASR/summary.json; nothing next to the videos. Rerunning resumes: only videos with neither a .vtt
+nor a recorded failure are transcribed (--retry-failed redoes the failures).
 """
 
 from __future__ import annotations
@@ -39,8 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also transcribe videos that already have a subtitle file")
     parser.add_argument("--overwrite", action="store_true", default=None,
                         help="transcribe every video again, also those whose .vtt exists")
+    parser.add_argument("--retry-failed", action="store_true", default=None,
+                        help="transcribe again the videos an earlier run could not (no speech, no audio, ...)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_arguments(parser, TranscribeConfig, skip=("all", "overwrite"))
+    add_config_arguments(parser, TranscribeConfig, skip=("all", "overwrite", "retry_failed"))
     parser.set_defaults(handler=run)
 
 
