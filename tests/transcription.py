@@ -20,8 +20,9 @@ _PUNCTUATION = (".", ",", "?", "!")
 WHISPER_SAMPLE_RATE = 16000
 
 
-def save_tiny_whisper(path: Path, *, seed: int = 0, d_model: int = 32, layers: int = 1, num_mel_bins: int = 80,
-                      init_std: float = 0.5, text_scale: float = 2.0, stamp_scale: float = 0.5) -> Path:
+def save_tiny_whisper(path: Path, *, seed: int = 0, d_model: int = 32, layers: int = 1, heads: int = 2,
+                      num_mel_bins: int = 80, init_std: float = 0.5, text_scale: float = 2.0,
+                      stamp_scale: float = 0.5) -> Path:
     """A random-init WhisperForConditionalGeneration + WhisperProcessor at `path`, loadable with
     `from_pretrained` and by `pipeline("automatic-speech-recognition")` with timestamps.
 
@@ -69,7 +70,7 @@ def save_tiny_whisper(path: Path, *, seed: int = 0, d_model: int = 32, layers: i
 
     config = WhisperConfig(
         vocab_size=len(vocab), num_mel_bins=num_mel_bins, d_model=d_model, encoder_layers=layers,
-        decoder_layers=layers, encoder_attention_heads=2, decoder_attention_heads=2,
+        decoder_layers=layers, encoder_attention_heads=heads, decoder_attention_heads=heads,
         encoder_ffn_dim=2 * d_model, decoder_ffn_dim=2 * d_model, max_source_positions=1500,
         max_target_positions=448, pad_token_id=eot, bos_token_id=eot, eos_token_id=eot,
         decoder_start_token_id=ids["<|startoftranscript|>"], init_std=init_std)

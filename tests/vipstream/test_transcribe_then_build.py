@@ -37,6 +37,7 @@ def speech_corpus(tmp_path_factory):
                                             "The weather today is sunny and warm."], pause_s=1.0)
     make_speech_video(folder / "lecture.mp4", ["Speech recognition turns sound into text.",
                                                "Clips are cut at the end of a sentence."], pause_s=1.5)
+    make_av(folder / "quiet.mp4", 3.0, audio="anullsrc")
     make_av(folder / "captioned.mp4", 6.0)
     (folder / "captioned.vtt").write_text("WEBVTT\n\n00:00:00.000 --> 00:00:05.000\nA subtitle file of its own.\n")
     return folder
@@ -87,6 +88,15 @@ def test_built_clips_carry_the_asr_text_and_say_which_model_made_it(two_steps, s
     assert own["subtitle"] == "A subtitle file of its own." and CLIP_SUBTITLE_SOURCE_FIELD not in own
 
 
+def test_the_build_says_why_a_video_got_no_asr_subtitles(two_steps, tiny_whisper):
+    import pyarrow.parquet as pq
+
+    [error] = pq.read_table(two_steps / "out" / "errors.parquet").to_pylist()
+    assert error["video_id"] == "quiet" and error["stage"] == "subtitles"
+    assert error["reason"].startswith(f"no subtitles: speech recognition with {tiny_whisper} made none "
+                                      f"(asr: no speech: the audio is silent")
+
+
 def test_inspect_shows_asr_coverage_beside_the_captions(two_steps, tiny_whisper):
     report = inspect_output(two_steps / "out")
     clips = report["clips"]
@@ -104,7 +114,7 @@ def test_build_with_asr_transcribes_then_builds_the_same_clips_in_one_command(tw
     assert {k: (m["span"], m["subtitle"]) for k, m in one.items()} == {k: (m["span"], m["subtitle"])
                                                                       for k, m in two.items()}
     report = format_report(inspect_output(out))
-    assert "asr/: 2/2 videos without subtitles transcribed, 0 failed" in report
+    assert "asr/: 2/3 videos without subtitles transcribed, 1 failed" in report
 
 
 def test_cli_exit_code_2_for_an_unloadable_or_missing_model(speech_corpus, two_steps, tmp_path):

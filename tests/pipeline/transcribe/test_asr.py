@@ -125,3 +125,14 @@ def test_config_rejects_guards_and_blocks_that_cannot_work():
         with pytest.raises(ConfigError):
             TranscribeConfig(**bad).validate()
     assert TranscribeConfig(temperatures=("0.0", "0.5")).temperatures == (0.0, 0.5)
+
+
+def test_configs_transcribe_yaml_holds_every_key_with_the_defaults():
+    import dataclasses
+
+    from tests.conftest import REPO_ROOT
+    from vipstream.config import load_config, read_yaml_mapping
+
+    path = REPO_ROOT / "configs" / "transcribe.yaml"
+    assert set(read_yaml_mapping(path)) == {f.name for f in dataclasses.fields(TranscribeConfig)}
+    assert load_config(TranscribeConfig, path) == TranscribeConfig()

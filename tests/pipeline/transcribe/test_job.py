@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,7 @@ import textwrap
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.builder.manifest import read_manifest
+from pipeline.builder.manifest import VideoEntry, read_manifest
 from pipeline.builder.subtitles import load_subtitles
 from pipeline.transcribe.asr import AsrLoadError
 from pipeline.transcribe.config import TranscribeConfig
@@ -137,8 +138,50 @@ def test_a_rerun_transcribes_nothing_done_or_failed_and_keeps_every_vtt_byte_for
     assert len((out / "failed.jsonl").read_text().splitlines()) == 3
 
 
+def test_hdvila_meta_and_vipstream_manifests_are_read_as_build_reads_them_spans_kept(corpus, first_run,
+                                                                                    tiny_whisper, tmp_path):
+    out = tmp_path / "asr"
+    shutil.copytree(first_run[0], out)  # tone and opus are transcribed already: no model work below
+    (out / TRANSCRIBE_LOCK_FILENAME).unlink()
+    span = ["00:00:00.500", "00:00:02.500"]
+    meta = tmp_path / "hdvila.jsonl"
+    meta.write_text(json.dumps({"video_id": "tone", "url": "https://youtu.be/tone",
+                                "clip": [{"clip_id": "tone.0.mp4", "span": span}]}) + "\n"
+                    + json.dumps({"video_id": "gone", "url": "https://youtu.be/gone", "clip": []}) + "\n"
+                    + "{not json\n")
+    summary = run_transcribe_job(meta, out, tiny_config(tiny_whisper), video_root=corpus, progress=False)
+    assert summary["videos_skipped_as_done"] == 1 and summary["job_s"] == 0
+    assert summary["videos_not_found"] == 1 and summary["manifest_errors"] == 1
+    [row] = map(json.loads, (out / "manifest.jsonl").read_text().splitlines())
+    assert row == {"video_id": "tone", "path": str(corpus / "tone.mp4"), "subtitles": "subtitles/tone.vtt",
+                   "subtitle_source": row["subtitle_source"], "clips": [{"clip_id": "tone.0.mp4", "span": span}]}
+    errors = {(e["video_id"], e["stage"]) for e in pq.read_table(out / "errors.parquet").to_pylist()}
+    assert errors == {("gone", "input"), (None, "manifest")}
+
+    ours = tmp_path / "ours.jsonl"
+    ours.write_text(json.dumps({"video_id": "opus", "path": str(corpus / "opus.webm")}) + "\n")
+    assert run_transcribe_job(ours, out, tiny_config(tiny_whisper), progress=False)["videos_skipped_as_done"] == 1
+    [row] = map(json.loads, (out / "manifest.jsonl").read_text().splitlines())
+    assert row["video_id"] == "opus" and row["subtitles"] == "subtitles/opus.vtt"
+
+
+def test_the_builder_refuses_a_malformed_subtitle_source_in_a_manifest(tmp_path):
+    rows = [{"video_id": "a", "path": "a.mp4", "subtitles": "a.vtt", "subtitle_source": "asr"},
+            {"video_id": "b", "path": "b.mp4", "subtitle_source": {"kind": "asr", "model": "m"}},
+            {"video_id": "c", "path": "c.mp4", "subtitles": None, "subtitle_source": {"kind": "asr", "error": "x"}}]
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    listing = read_manifest(path)
+    assert [(e.video_id, e.stage) for e in listing.errors] == [("a", "manifest"), ("b", "manifest")]
+    assert "must be an object" in listing.errors[0].reason and "'subtitles' is not" in listing.errors[1].reason
+    [entry] = listing.entries
+    assert entry.video_id == "c" and entry.subtitle_source == {"kind": "asr", "error": "x"}
+    # an entry without one serialises as before (build plans of outputs without ASR keep their fingerprint)
+    assert "subtitle_source" not in VideoEntry("x", "x.mp4").as_dict()
+    assert VideoEntry.from_dict(entry.as_dict()) == entry
+
+
 def test_which_videos_a_run_takes_on(tmp_path):
-    from pipeline.builder.manifest import VideoEntry
     from pipeline.transcribe.job import plan_pending
 
     (tmp_path / "subtitles").mkdir()
