@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from pipeline.atomic import remove_temporaries, write_json_atomic, write_parquet_atomic
 from pipeline.builder.manifest import ManifestReadResult, VideoEntry, read_manifest
+from pipeline.builder.staging import uri_protocol
 from pipeline.errors import ERROR_TABLE_SCHEMA, ErrorRow, failure_counts
 from pipeline.transcribe.asr import AsrLoadError, check_asr_model, language_code
 from pipeline.transcribe.config import TranscribeConfig
@@ -80,6 +81,12 @@ def _subtitle_source(record: dict[str, Any], vtt: Path) -> dict[str, Any]:
             "language": read_vtt_language(vtt)}
 
 
+def _absolute(path: str) -> str:
+    """A local path as an absolute one (the manifest lives in ASR/, not where the input was read
+    from, and its relative paths resolve against its own folder); URIs as they are."""
+    return path if uri_protocol(path) is not None else str(Path(path).absolute())
+
+
 def manifest_rows(entries: list[VideoEntry], wanted: set[str], out_dir: Path, record: dict[str, Any],
                   failures: dict[str, str]) -> list[dict[str, Any]]:
     """The input's videos as vipstream manifest rows: `subtitles` pointing at the new VTT (relative
@@ -90,13 +97,13 @@ def manifest_rows(entries: list[VideoEntry], wanted: set[str], out_dir: Path, re
     for entry in entries:
         if entry.path is None:
             continue  # not found: an error row, and nothing a build could read
-        row: dict[str, Any] = {"video_id": entry.video_id, "path": entry.path}
+        row: dict[str, Any] = {"video_id": entry.video_id, "path": _absolute(entry.path)}
         vtt = asr_subtitle_path(out_dir, entry.video_id)
         if entry.video_id in wanted and vtt.exists():
             row["subtitles"] = str(vtt.relative_to(out_dir))
             row[CLIP_SUBTITLE_SOURCE_FIELD] = _subtitle_source(record, vtt)
         elif entry.subtitles:  # left alone, or (with --all) its transcription failed
-            row["subtitles"] = entry.subtitles
+            row["subtitles"] = _absolute(entry.subtitles)
         elif entry.video_id in wanted:
             row["subtitles"] = None
             row[CLIP_SUBTITLE_SOURCE_FIELD] = {"kind": "asr", "model": record["model"],
@@ -148,15 +155,20 @@ def build_dataset(pending: list[VideoEntry], cfg: TranscribeConfig):
 
 
 def _check_resources(cfg: TranscribeConfig) -> None:
-    """ASR actors hold their CPUs for the whole job; if they took every CPU no decode task could
-    run and the job would wait forever. Say so instead."""
+    """ASR actors hold their CPUs (and GPUs) for the whole job; if they took every CPU no decode
+    task could run, and actors asking for GPUs the cluster lacks never start: the job would wait
+    forever. Say so instead."""
     import ray
 
-    cpus = ray.cluster_resources().get("CPU", 0.0)
+    resources = ray.cluster_resources()
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
     needed = cfg.concurrency * cfg.num_cpus + cfg.decode_cpus
     if needed > cpus:
         raise ConfigError(f"{cfg.concurrency} ASR actors x {cfg.num_cpus} CPUs + {cfg.decode_cpus} CPU for "
                           f"decoding need {needed:g} CPUs, the Ray cluster has {cpus:g}; lower concurrency or num_cpus")
+    if cfg.concurrency * cfg.num_gpus > gpus:
+        raise ConfigError(f"{cfg.concurrency} ASR actors x {cfg.num_gpus} GPUs need {cfg.concurrency * cfg.num_gpus:g} "
+                          f"GPUs, the Ray cluster has {gpus:g}; lower concurrency or num_gpus (0: CPU)")
 
 
 def _load_error_in(exc: BaseException) -> str | None:

@@ -139,7 +139,8 @@ def test_a_rerun_transcribes_nothing_done_or_failed_and_keeps_every_vtt_byte_for
 
 
 def test_hdvila_meta_and_vipstream_manifests_are_read_as_build_reads_them_spans_kept(corpus, first_run,
-                                                                                    tiny_whisper, tmp_path):
+                                                                                    tiny_whisper, tmp_path,
+                                                                                    monkeypatch):
     out = tmp_path / "asr"
     shutil.copytree(first_run[0], out)  # tone and opus are transcribed already: no model work below
     (out / TRANSCRIBE_LOCK_FILENAME).unlink()
@@ -149,7 +150,8 @@ def test_hdvila_meta_and_vipstream_manifests_are_read_as_build_reads_them_spans_
                                 "clip": [{"clip_id": "tone.0.mp4", "span": span}]}) + "\n"
                     + json.dumps({"video_id": "gone", "url": "https://youtu.be/gone", "clip": []}) + "\n"
                     + "{not json\n")
-    summary = run_transcribe_job(meta, out, tiny_config(tiny_whisper), video_root=corpus, progress=False)
+    monkeypatch.chdir(corpus.parent)  # a --video-root typed relative to where the user stands
+    summary = run_transcribe_job(meta, out, tiny_config(tiny_whisper), video_root=corpus.name, progress=False)
     assert summary["videos_skipped_as_done"] == 1 and summary["job_s"] == 0
     assert summary["videos_not_found"] == 1 and summary["manifest_errors"] == 1
     [row] = map(json.loads, (out / "manifest.jsonl").read_text().splitlines())
@@ -255,6 +257,13 @@ def test_blocks_re_emitted_by_a_retried_task_count_once_and_a_video_finishes_onl
     cues = load_subtitles(asr_subtitle_path(tmp_path, "v"))
     assert [(c.start_s, c.text) for c in cues] == [(1.0, "first"), (26.0, "second")]
     assert writer.done["v"]["audio_s"] == 35.0
+
+
+def test_asking_for_more_cpus_or_gpus_than_the_cluster_has_is_a_config_error(corpus, tiny_whisper, ray_local,
+                                                                            tmp_path):
+    for too_much, words in (({"concurrency": 2}, "need 3 CPUs"), ({"num_gpus": 1.0}, "need 1 GPUs")):
+        with pytest.raises(ConfigError, match=words):
+            run_transcribe_job(corpus, tmp_path / "asr", tiny_config(tiny_whisper, **too_much), progress=False)
 
 
 def test_errors_name_every_config_mistake_before_running(corpus, tiny_whisper, tmp_path):
