@@ -22,7 +22,6 @@ on the second CPU, overlapped with the model, as on a real cluster.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os

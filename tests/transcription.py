@@ -9,6 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from pipeline.transcribe.config import TranscribeConfig
+
 #: Words the tiny tokenizer knows as whole tokens, so its random output reads as words (its
 #: byte tokens outside printable ASCII are suppressed). Punctuation makes sentence ends.
 _WORDS = ("the a of and to in is it that was for on are with as at be this have from or one had by "
@@ -91,6 +93,17 @@ def save_tiny_whisper(path: Path, *, seed: int = 0, d_model: int = 32, layers: i
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+def tiny_config(model: Path, **overrides) -> TranscribeConfig:
+    """Job settings for the tiny Whisper: greedy only (deterministic), short windows, 30 s blocks.
+    Its random text loops ("oneu oneu one"), so the repeat filter (tested on hand-written cues in
+    tests/pipeline/transcribe/test_stitch.py) is off."""
+    values = dict(asr=str(model), language="en", temperatures=(0.0,), max_new_tokens=16, block_s=30.0,
+                  overlap_s=5.0, batch_size=4, cue_compression_ratio_threshold=0.0, max_ngram_repeats=0,
+                  drop_repeated_cues=False)
+    values.update(overrides)
+    return TranscribeConfig(**values)
 
 
 # ---------------------------------------------------------------------------------------------

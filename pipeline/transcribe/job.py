@@ -146,7 +146,8 @@ def build_dataset(pending: list[VideoEntry], cfg: TranscribeConfig):
     """The Ray Data pipeline, top to bottom (see the module docstring)."""
     import ray
 
-    items = [{"video_id": e.video_id, "path": e.path, "line": e.line or 0} for e in pending]
+    # Absolute paths: a worker on another node, or started elsewhere, does not share our cwd.
+    items = [{"video_id": e.video_id, "path": _absolute(e.path), "line": e.line or 0} for e in pending]
     return (ray.data.from_items(items, override_num_blocks=len(items))
             .flat_map(decode_video, fn_kwargs={"cfg": cfg}, num_cpus=cfg.decode_cpus)
             .map_batches(AsrActor, fn_constructor_kwargs={"cfg": cfg}, batch_size=cfg.batch_size,

@@ -22,7 +22,7 @@ from pipeline.transcribe.config import TranscribeConfig
 from pipeline.transcribe.job import run_transcribe_job
 from pipeline.transcribe.writer import TranscriptWriter
 from tests.conftest import REPO_ROOT
-from tests.transcription import make_av, make_undecodable_audio
+from tests.transcription import make_av, make_undecodable_audio, tiny_config
 from vipstream.config import ConfigError
 from vipstream.output_lock import TRANSCRIBE_LOCK_FILENAME, OutputLockedError
 from vipstream.schema import ERROR_COLUMNS, asr_subtitle_path
@@ -32,16 +32,6 @@ TRANSCRIBED = {"tone", "stereo", "surround", "opus", "sweep"}
 FAILED = {"silence": ("asr", "no speech: the audio is silent"), "mute": ("audio", "no audio stream"),
           "broken": ("audio", "cannot decode the audio stream")}
 SWEEP_S = 62.0  # three blocks of 30 s overlapping by 5 s
-
-
-def tiny_config(model, **overrides) -> TranscribeConfig:
-    """The tiny Whisper, greedy only (deterministic), short windows, 30 s blocks. Its random text
-    loops ("oneu oneu one"), so the repeat filter (tested in test_stitch.py) is off here."""
-    values = dict(asr=str(model), language="en", temperatures=(0.0,), max_new_tokens=16, block_s=30.0,
-                  overlap_s=5.0, batch_size=4, cue_compression_ratio_threshold=0.0, max_ngram_repeats=0,
-                  drop_repeated_cues=False)
-    values.update(overrides)
-    return TranscribeConfig(**values)
 
 
 @pytest.fixture(scope="module")

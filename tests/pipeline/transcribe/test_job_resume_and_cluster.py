@@ -15,8 +15,7 @@ import yaml
 
 from pipeline.transcribe.job import run_transcribe_job
 from tests.conftest import vipstream_cmd
-from tests.pipeline.transcribe.test_job import tiny_config
-from tests.transcription import make_av
+from tests.transcription import make_av, tiny_config
 
 VIDEOS = 6
 
