@@ -124,7 +124,9 @@ def _write_manifest(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def _set_data_context(row_bytes: int) -> dict[str, Any]:
     """No Ray Data bars (the driver's own counts videos); output blocks of about two block rows,
-    so a decode task hands each block on as soon as it is made instead of collecting 128 MB."""
+    so a decode task hands each block on as soon as it is made instead of collecting 128 MB.
+    With Ray's streaming-generator buffer (2 blocks) a decode task then runs only a few audio
+    blocks ahead of the model, however long its video."""
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
