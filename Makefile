@@ -1,5 +1,5 @@
 # Two entry points a newcomer needs: `make demo` and `make test`. Both call `make setup`, which is
-# idempotent: it installs ffmpeg (apt) when missing and a .venv with the project in editable mode.
+# idempotent: it installs ffmpeg and espeak-ng (apt) when missing and a .venv with the project in editable mode.
 VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
@@ -12,6 +12,8 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@command -v ffmpeg >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ffmpeg; }
+	@# espeak-ng speaks the sentences of the transcribe tests (they skip, saying so, without it)
+	@command -v espeak-ng >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq espeak-ng; }
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	# The CPU build of torch; a bare `torch` requirement can pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0

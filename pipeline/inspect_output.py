@@ -1,4 +1,4 @@
-"""What `vipstream inspect OUT` reports: shards, clips, errors, and each captioner's coverage.
+"""What `vipstream inspect OUT` reports: shards, clips, errors, ASR coverage and each captioner's coverage.
 
 Reads only metadata (stats files, parquet footers, captioner.json), never a tar's video bytes,
 so inspecting a large corpus is instant. `inspect_output(out)` returns a dict (the `--json` form);
@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 from pipeline.caption.job import CAPTIONER_FILENAME
 from vipstream.caption_sidecar import SidecarError, read_sidecar
 from vipstream.config import ConfigError
-from vipstream.schema import (CAPTIONS_DIRNAME, ERRORS_FILENAME, MANIFEST_FILENAME, SHARDS_DIRNAME,
-                              shard_stats_path)
+from vipstream.schema import (ASR_DIRNAME, CAPTIONS_DIRNAME, ERRORS_FILENAME, MANIFEST_FILENAME, SHARDS_DIRNAME,
+                              SUMMARY_FILENAME, shard_stats_path)
 
 _SHARD_TAR = re.compile(r"^(\d{6})\.tar$")
 _SIDECAR = re.compile(r"^(\d{6})\.parquet$")
@@ -91,6 +91,24 @@ def _captioner_report(folder: Path, out_dir: Path, finished: dict[int, dict[str,
     }
 
 
+def _asr_report(out_dir: Path, finished: dict[int, dict[str, Any]], clips: int) -> dict[str, Any]:
+    """Clips whose subtitle is speech recognition output (per model, from the stats files), and
+    the video-level coverage of `build --asr`'s OUT/asr/ transcription when there is one."""
+    by_model: Counter[str] = Counter()
+    for stats in finished.values():
+        by_model.update(stats.get("asr_clips") or {})
+    asr_clips = sum(by_model.values())
+    transcribe = _read_stats(out_dir / ASR_DIRNAME / SUMMARY_FILENAME)
+    return {
+        "clips": asr_clips,
+        "coverage": round(asr_clips / clips, 4) if clips else None,
+        "models": dict(by_model),
+        "transcribe": None if transcribe is None else {
+            k: transcribe.get(k) for k in ("model", "videos_to_transcribe", "videos_with_asr_subtitles",
+                                           "videos_failed", "coverage", "audio_hours")},
+    }
+
+
 def inspect_output(out_dir: str | Path) -> dict[str, Any]:
     """Everything `vipstream inspect` shows, as a JSON-ready dict."""
     out_dir = Path(out_dir)
@@ -117,12 +135,27 @@ def inspect_output(out_dir: str | Path) -> dict[str, Any]:
         "clips_source": clips_source,
         "errors_by_stage": _errors_by_stage(out_dir / ERRORS_FILENAME, stats_errors),
         "captioners": captioners,
+        "asr": _asr_report(out_dir, finished, clips),
     }
 
 
 def _shard_list(shards: list[int], limit: int = 8) -> str:
     text = ", ".join(f"{s:06d}" for s in shards[:limit])
     return text + (f", ... ({len(shards)} in all)" if len(shards) > limit else "")
+
+
+def _asr_line(asr: dict[str, Any] | None) -> str:
+    """"asr        12 clips with ASR text (40.0%: openai/whisper-large-v3); OUT/asr: 9/10 videos ..."."""
+    if not asr or (not asr["clips"] and not asr["transcribe"]):
+        return "asr        none (subtitle files only; `vipstream build --asr MODEL` transcribes videos without)"
+    models = ", ".join(f"{m}: {n}" for m, n in sorted(asr["models"].items())) or "-"
+    line = (f"asr        {asr['clips']} clips with ASR text"
+            + (f" ({100 * asr['coverage']:.1f}% of clips; {models})" if asr["coverage"] is not None else ""))
+    done = asr["transcribe"]
+    if done:
+        line += (f"; {ASR_DIRNAME}/: {done['videos_with_asr_subtitles']}/{done['videos_to_transcribe']} videos "
+                 f"without subtitles transcribed, {done['videos_failed']} failed")
+    return line
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -135,6 +168,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"clips      {report['clips']} (from {report['clips_source']})",
         f"errors     {errors}",
     ]
+    lines.append(_asr_line(report.get("asr")))
     captioners = report["captioners"]
     if not captioners:
         lines.append("captions   none (run `vipstream caption --shards OUT --captioner NAME_OR_PATH`)")

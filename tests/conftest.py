@@ -1,5 +1,5 @@
 """Session-scoped, expensive fixtures shared by the suite: the synthetic corpus, a local Ray,
-one corpus build, tiny captioners. Each is made once per test session, from scratch, with real ffmpeg and Ray."""
+one corpus build, tiny captioners and a tiny Whisper. Each is made once per test session, from scratch, with real ffmpeg and Ray."""
 
 from __future__ import annotations
 
@@ -57,6 +57,15 @@ def tiny_vit_gpt2(tmp_path_factory) -> Path:
     from tests.captioning import save_tiny_vit_gpt2
 
     return save_tiny_vit_gpt2(tmp_path_factory.mktemp("captioners") / "tiny-vit-gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper(tmp_path_factory) -> Path:
+    """A random-init Whisper with a complete tokenizer and generation config, saved to disk (see
+    tests/transcription.py): loads like a hub Whisper; its text is noise."""
+    from tests.transcription import save_tiny_whisper
+
+    return save_tiny_whisper(tmp_path_factory.mktemp("asr_models") / "tiny-whisper")
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from vipstream.config import ConfigError
 from vipstream.errors import JobError
 
 #: Subcommand modules, in the order a user runs them (and `--help` lists them).
-COMMANDS = ("synth", "fetch", "build", "caption", "inspect", "train", "eval", "convert", "demo")
+COMMANDS = ("synth", "fetch", "transcribe", "build", "caption", "inspect", "train", "eval", "convert", "demo")
 #: What `vipstream --help` says the tool does (the module docstring above is for developers).
 DESCRIPTION = ("Turn subtitled web videos into WebDataset shards of clips and captions, then train "
                "and evaluate a CLIP-ViP video-text retrieval model on them.")

@@ -31,6 +31,8 @@ from vipstream.errors import JobError
 #: The build's lock, in OUT; a caption run locks `OUT/captions/{id}/CAPTION_LOCK_FILENAME`.
 BUILD_LOCK_FILENAME = ".vipstream.lock"
 CAPTION_LOCK_FILENAME = ".lock"
+#: `vipstream transcribe` locks its ASR folder with the same hidden file name as a build's OUT.
+TRANSCRIBE_LOCK_FILENAME = BUILD_LOCK_FILENAME
 
 
 class OutputLockedError(JobError):

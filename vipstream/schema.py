@@ -66,6 +66,20 @@ CLIP_CAPTIONS_FIELD = "captions"
 #: (built from annotations), absent from corpus clips.
 CLIP_META_OPTIONAL_FIELDS = (CLIP_CAPTIONS_FIELD,)
 
+#: `vipstream transcribe --output ASR/` writes ASR/subtitles/{video_id}.vtt, ASR/manifest.jsonl (a
+#: vipstream manifest for `vipstream build --input`), ASR/asr.json (model and settings),
+#: ASR/failed.jsonl (one error row per video that failed, so reruns skip it), errors.parquet and
+#: summary.json; `vipstream build --asr MODEL --output OUT` uses OUT/asr/.
+ASR_DIRNAME = "asr"
+ASR_SUBTITLES_DIRNAME = "subtitles"
+ASR_MANIFEST_FILENAME = "manifest.jsonl"
+ASR_RECORD_FILENAME = "asr.json"
+ASR_FAILED_FILENAME = "failed.jsonl"
+#: Field of a corpus clip's `json`, after CLIP_META_FIELDS, present only when its `subtitle` came
+#: from speech recognition: {"kind": "asr", "model", "revision", "language"} (`source` stays
+#: the video's path). Also the manifest key that carries it from `vipstream transcribe` to build.
+CLIP_SUBTITLE_SOURCE_FIELD = "subtitle_source"
+
 #: File names in OUT/shards/: `{shard:06d}.tar` and its commit marker `{shard:06d}.stats.json`.
 SHARD_TAR_NAME = re.compile(r"^(\d{6})\.tar$")
 SHARD_STATS_SUFFIX = ".stats.json"
@@ -108,6 +122,11 @@ def captions_dir(out_dir: str | Path, captioner_id: str) -> Path:
 
 def caption_sidecar_path(out_dir: str | Path, captioner_id: str, shard_index: int) -> Path:
     return captions_dir(out_dir, captioner_id) / f"{shard_stem(shard_index)}{CAPTION_SIDECAR_SUFFIX}"
+
+
+def asr_subtitle_path(asr_dir: str | Path, video_id: str) -> Path:
+    """ASR/subtitles/{video_id}.vtt, the id sanitised (ids come from manifests)."""
+    return Path(asr_dir) / ASR_SUBTITLES_DIRNAME / f"{sanitize_id(video_id)}.vtt"
 
 
 def middle_frame_index(num_frames: int) -> int:

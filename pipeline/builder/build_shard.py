@@ -24,7 +24,7 @@ from pipeline.builder.transcode import ProbeInfo, TranscodeSpec, probe_video, tr
 from pipeline.errors import ErrorRow, StageError
 from pipeline.shards import ShardWriter
 from pipeline.text_db import ClipText
-from vipstream.schema import CLIP_CAPTIONS_FIELD, clip_key, shard_stem
+from vipstream.schema import CLIP_CAPTIONS_FIELD, CLIP_SUBTITLE_SOURCE_FIELD, clip_key, shard_stem
 from vipstream.text_bounds import cut_text
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class ShardReport:
     rows: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     node_id: str | None = None
+    asr_clips: dict[str, int] = field(default_factory=dict)  # model -> clips whose text is its ASR output
 
     def fail(self, row: ErrorRow) -> None:
         self.errors.append(row.as_dict())
@@ -104,6 +105,8 @@ def _clip_meta(entry: VideoEntry, clip: PlannedClip, text: str, out) -> dict[str
     }
     if entry.captions is not None:  # a retrieval set's reference sentences
         meta[CLIP_CAPTIONS_FIELD] = list(entry.captions)
+    if entry.subtitle_source is not None:  # the subtitle is speech recognition output (vipstream transcribe)
+        meta[CLIP_SUBTITLE_SOURCE_FIELD] = entry.subtitle_source
     return meta
 
 
@@ -125,6 +128,9 @@ def _build_video(entry: VideoEntry, shard: int, cfg: PipelineConfig, spec: Trans
             report.video_seconds += probe.duration_s
             _cut_clips(entry, video_path, probe, [], shard, cfg, spec, writer, report, clip_texts)
             return
+        if not entry.subtitles and entry.subtitle_source and entry.subtitle_source.get("error"):
+            raise StageError("subtitles", f"no subtitles: speech recognition with {entry.subtitle_source.get('model')} "
+                                          f"made none ({entry.subtitle_source['error']})")
         if not entry.subtitles:  # every clip would lack text and be dropped: say so, once, here
             raise StageError("subtitles", "no subtitle file for this video (looked beside it for the same "
                                           "stem + .vtt/.srt/.json3, e.g. ID.en.vtt): its clips would have no text")
@@ -171,6 +177,9 @@ def _cut_clips(entry: VideoEntry, video_path: str, probe: ProbeInfo, cues: list[
         meta = _clip_meta(entry, clip, text, out)
         writer.write(key, out.data, meta)
         report.clips += 1
+        if entry.subtitle_source is not None:
+            model = str(entry.subtitle_source.get("model"))
+            report.asr_clips[model] = report.asr_clips.get(model, 0) + 1
         report.bytes += len(out.data)
         report.clip_seconds += out.duration_s
         report.rows.append({

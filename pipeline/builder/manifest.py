@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from pipeline.builder.staging import uri_protocol
 from pipeline.errors import ErrorRow, StageError
-from vipstream.schema import sanitize_id
+from vipstream.schema import CLIP_SUBTITLE_SOURCE_FIELD, sanitize_id
 
 VIDEO_SUFFIXES = frozenset({
     ".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".ts", ".mts", ".flv", ".mpg", ".mpeg",
@@ -63,11 +63,16 @@ class VideoEntry:
     # Retrieval sets: the video's reference captions (no subtitles needed; one clip, the given
     # span or the whole video). None: a corpus video.
     captions: tuple[str, ...] | None = None
+    # Where the subtitles came from when not a file of the corpus: `vipstream transcribe`'s
+    # {"kind": "asr", "model", "revision", "language"}, copied into each clip's json.
+    subtitle_source: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
         data["clips"] = None if self.clips is None else [c.__dict__ for c in self.clips]
         data["captions"] = None if self.captions is None else list(self.captions)
+        if data["subtitle_source"] is None:  # absent, so plans of builds without ASR keep their fingerprint
+            del data["subtitle_source"]
         return data
 
     @staticmethod
@@ -177,6 +182,18 @@ def parse_given_clips(raw: Any, video_id: str) -> tuple[GivenClip, ...] | None:
     return _parse_clips(raw, video_id)
 
 
+def _parse_subtitle_source(raw: Any, subtitles: str | None) -> dict[str, Any] | None:
+    """A manifest row's `subtitle_source` (written by `vipstream transcribe`): an object, beside
+    the subtitles it describes, or carrying the `error` that left the video without any."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise StageError("manifest", f"'{CLIP_SUBTITLE_SOURCE_FIELD}' must be an object, found {type(raw).__name__}")
+    if not subtitles and not raw.get("error"):
+        raise StageError("manifest", f"'{CLIP_SUBTITLE_SOURCE_FIELD}' is given but 'subtitles' is not")
+    return dict(raw)
+
+
 def _parse_retrieval(record: dict[str, Any], video_id: str) -> tuple[tuple[str, ...], tuple[GivenClip, ...] | None]:
     """A retrieval record's captions (non-empty strings) and its one clip: the `span` when
     given, else None (the whole video, known once probed)."""
@@ -224,7 +241,8 @@ def _entry_from_record(record: Any, line: int, base_dir: Path, video_index: _Vid
             subtitles = _resolve(str(subtitles), base_dir)
         elif uri_protocol(path) is None:
             subtitles = _subtitle_beside(Path(path))
-        return VideoEntry(video_id, path, subtitles, clips, line)
+        return VideoEntry(video_id, path, subtitles, clips, line,
+                          subtitle_source=_parse_subtitle_source(record.get(CLIP_SUBTITLE_SOURCE_FIELD), subtitles))
     # HD-VILA form: find the file by id under the video root.
     found = video_index.find(video_id)
     if found is None:

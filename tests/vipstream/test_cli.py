@@ -14,9 +14,19 @@ def test_help_says_what_the_tool_does_and_lists_the_verbs_in_the_order_they_are_
     assert " ".join(description.split()).startswith("Turn subtitled web videos into WebDataset shards")
     assert "subcommand" not in result.stdout.lower()  # not the module's developer docstring
     verbs = usage[usage.index("{") + 1:usage.index("}")].split(",")
-    expected = ["synth", "fetch", "build", "caption", "inspect", "train", "eval", "convert", "demo"]
+    expected = ["synth", "fetch", "transcribe", "build", "caption", "inspect", "train", "eval", "convert", "demo"]
     assert verbs == [v for v in expected if v in verbs] and {"synth", "build", "caption", "inspect", "demo"} <= set(verbs)
     assert "exit codes" in result.stdout
+
+
+def test_transcribe_help_documents_every_config_key():
+    import dataclasses
+
+    from pipeline.transcribe.config import TranscribeConfig
+
+    result = subprocess.run([*vipstream_cmd(), "transcribe", "--help"], capture_output=True, text=True, check=True)
+    for f in dataclasses.fields(TranscribeConfig):
+        assert f"--{f.name.replace('_', '-')}" in result.stdout
 
 
 def test_build_help_documents_every_config_key():

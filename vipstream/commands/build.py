@@ -55,6 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--captioner", default=None,
                         help="after building, caption the clips with this HF image-to-text model (name or path)")
+    parser.add_argument("--asr", default=None, metavar="MODEL",
+                        help="first transcribe the videos without subtitles with this Whisper model (name or "
+                             "path) into OUT/asr/ (`vipstream transcribe`), then build from OUT/asr/manifest.jsonl")
+    parser.add_argument("--asr-config", type=Path, default=None,
+                        help="with --asr: the transcribe settings (YAML as configs/transcribe.yaml; default: its values)")
     add_config_arguments(parser, PipelineConfig)
     parser.set_defaults(handler=run)
 
@@ -79,7 +84,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"vipstream build: {exc}", file=sys.stderr)
             return 2
     log.info("config: %s", json.dumps(config_to_dict(cfg)))
-    summary = run_build(args.annotations or args.input, args.output, cfg, video_root=args.video_root,
+    build_input, video_root = args.annotations or args.input, args.video_root
+    if args.asr:
+        transcribed = _transcribe_first(args)
+        if isinstance(transcribed, int):
+            return transcribed
+        build_input, video_root = transcribed, None
+    summary = run_build(build_input, args.output, cfg, video_root=video_root,
                         ray_address=args.ray_address, overwrite=args.overwrite,
                         progress=not args.no_progress, annotations=annotations,
                         subtitle_db=args.subtitle_db)
@@ -93,6 +104,24 @@ def run(args: argparse.Namespace) -> int:
 
         return caption_after_build(args.output, args.captioner, args.ray_address)
     return 0
+
+
+def _transcribe_first(args: argparse.Namespace) -> Path | int:
+    """`build --asr MODEL`: transcribe into OUT/asr/ -> its manifest, or the exit code of a failure."""
+    from pipeline.transcribe.config import TranscribeConfig
+    from vipstream.commands.transcribe import transcribe
+    from vipstream.config import ConfigError, load_config
+    from vipstream.schema import ASR_DIRNAME, ASR_MANIFEST_FILENAME
+
+    if args.annotations is not None:
+        raise ConfigError("--asr transcribes a corpus (--input); a retrieval set (--annotations) needs no subtitles")
+    asr_dir = args.output / ASR_DIRNAME
+    code = transcribe(args.input, asr_dir, load_config(TranscribeConfig, args.asr_config, {"asr": args.asr}),
+                      video_root=args.video_root, ray_address=args.ray_address, progress=not args.no_progress,
+                      quiet=True)
+    if code == 2 or not (asr_dir / ASR_MANIFEST_FILENAME).exists():
+        return code or 1
+    return asr_dir / ASR_MANIFEST_FILENAME
 
 
 def _annotation_options(args: argparse.Namespace):

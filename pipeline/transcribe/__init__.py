@@ -1,0 +1,1 @@
+"""`vipstream transcribe`: speech recognition for videos without subtitles (WebVTT out)."""
