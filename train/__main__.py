@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"python -m train: configuration error: {exc}", file=sys.stderr)
         return 2
-    except JobError as exc:
+    except JobError as exc:  # e.g. stopped by non-finite steps, run folder in use
         print(f"python -m train: {exc}", file=sys.stderr)
         return 1
     return 0
