@@ -4,14 +4,20 @@ Layout (DESIGN.md section 2, "Training runs"):
     RUN/checkpoints/step_{N:08d}/   model.safetensors + config.json + tokenizer/processor files
                                     (a CLIPViPModel.from_pretrained folder, usable as --init)
                                     + trainer_state.pt (see `TrainerState`)
-    RUN/checkpoints/latest          text file: the name of the newest complete step folder
+    RUN/checkpoints/latest          text file: the name of the newest complete step folder (only
+                                    a `step_N` name inside checkpoints/ is followed: garbage, an
+                                    absolute path or `..` is ignored, with a warning)
     RUN/checkpoints/best/           the best model by the validation metric (+ best.json)
 
 A folder is written under a hidden `.NAME.UUID.tmp` name and renamed when complete, and `latest`
-is replaced atomically after it, so a crash at any moment leaves the previous checkpoint usable.
+is replaced atomically after it, so a crash at any moment leaves the previous checkpoint usable;
+a step whose files fail to load anyway (a disk that lost data) gives way to the previous complete
+one, with a warning naming both (`load_with_fallback`). Pruning keeps the last K, the one `latest`
+names and the last one written after a finite step (`last_good_checkpoint`, train/finite.py).
 trainer_state.pt holds only tensors and plain Python containers: it loads with
 `torch.load(weights_only=True)` (DESIGN.md section 6), so RNG states from numpy and `random` are
-converted to tensors / tuples here.
+converted to tensors / tuples here; a state file that asks for more is refused in our words
+(never torch's advice to retry with weights_only=False).
 """
 
 from __future__ import annotations
