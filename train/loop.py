@@ -37,6 +37,7 @@ from train.distributed import (DistEnv, all_gather_objects, barrier, mean_over_r
                                teardown_distributed)
 from train.finite import NonFiniteGuard, json_safe, step_health, weights_finite
 from train.metrics import MetricsLog
+from train.run_lock import run_lock
 from train.step import FeatureModel, accumulate_gradients, make_loss_fn, model_inputs
 from vipstream.atomic import write_text_atomic
 
@@ -167,16 +168,19 @@ class _Batches:
 # ----------------------------------------------------------------------------------------- run
 def run_training(setup: TrainSetup, output: str | Path, *, resume: bool = False, resume_weights_only: bool = False,
                  make_loader: LoaderFactory | None = None, report: Reporter | None = None,
-                 device: torch.device | None = None) -> dict[str, Any]:
+                 device: torch.device | None = None, lock: bool = True) -> dict[str, Any]:
     """Train as configured, writing RUN=`output`; returns the summary (complete on rank 0).
 
     Joins the process group of its launcher (train/distributed.py). `make_loader` defaults to
     `train.data.make_train_loader` (tests pass in-memory batches); `report` is Ray Train's hook.
+    `lock`: rank 0 holds RUN/.vipstream.lock for the run (train/run_lock.py); False when the
+    caller (a launcher) holds it.
     """
     env = setup_distributed(device=device)
     try:
-        return _Trainer(env, setup, Path(output), make_loader or default_loader_factory, report).run(
-            resume=resume, weights_only=resume_weights_only)
+        with run_lock(output) if lock and env.is_main else contextlib.nullcontext():
+            return _Trainer(env, setup, Path(output), make_loader or default_loader_factory, report).run(
+                resume=resume, weights_only=resume_weights_only)
     finally:
         teardown_distributed(env)
 

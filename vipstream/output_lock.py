@@ -24,7 +24,7 @@ import os
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 from vipstream.errors import JobError
 
@@ -50,8 +50,9 @@ def _holder_text(handle) -> str:
 
 
 @contextlib.contextmanager
-def output_lock(path: Path, job: str) -> Iterator[None]:
-    """Hold an exclusive flock on `path` (created if missing) while the block runs.
+def output_lock(path: Path, job: str) -> Iterator[IO[str]]:
+    """Hold an exclusive flock on `path` (created if missing) while the block runs; yields the
+    open lock file (a child process that inherits its descriptor keeps the lock held too).
 
     Raises OutputLockedError naming the holder if another process (or another open of the same
     file) holds it. `job` (e.g. "vipstream build") is written into the file for that message.
@@ -74,6 +75,6 @@ def output_lock(path: Path, job: str) -> Iterator[None]:
             handle.write(json.dumps({"job": job, "host": socket.gethostname(), "pid": os.getpid(),
                                      "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
             handle.flush()
-            yield
+            yield handle
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
