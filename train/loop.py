@@ -37,6 +37,7 @@ from train.distributed import (DistEnv, all_gather_objects, barrier, mean_over_r
                                teardown_distributed)
 from train.finite import NonFiniteGuard, json_safe, step_health, weights_finite
 from train.metrics import MetricsLog
+from train.preflight import check_text_length
 from train.run_lock import run_lock
 from train.step import FeatureModel, accumulate_gradients, make_loss_fn, model_inputs
 from vipstream.atomic import write_text_atomic
@@ -213,6 +214,8 @@ class _Trainer:
             self.start, self.model, state = load_with_fallback(
                 self.run_dir, self.start, lambda path: load_model(path, cfg),
                 lambda path: check_resumable(path, flat, self.setup.digest, env.world_size, weights_only=weights_only))
+        check_text_length(self.data.max_text_length, self.model.clip.config.text_config.max_position_embeddings,
+                          self.start or cfg.init)  # a hub --init is known only once loaded
         self.processor_dir = self._processor_dir()
         self.model.to(self.device)
         if cfg.gradient_checkpointing:
