@@ -376,7 +376,8 @@ class _Trainer:
             metrics = evaluate_model(self.model, self.cfg.val_data, self.processor_dir,
                                      num_frames=self.data.num_frames,
                                      batch_size=self.cfg.val_batch_size or self.data.batch_size, device=self.device,
-                                     max_text_length=self.data.max_text_length, progress=False)
+                                     max_text_length=self.data.max_text_length, progress=False,
+                                     allow_missing=True)  # dropped videos are logged in the val row
             self.model.train()
             value = lookup_metric(metrics, self.cfg.val_metric)
             self.metrics.log(step, {"val": metrics, "val_metric": value})
