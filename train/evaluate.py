@@ -222,6 +222,13 @@ def _load_encoders(model: Any, baseline: str | None) -> _Encoders:
     raise TypeError(f"expected a CLIPViPModel, a CLIPModel or a checkpoint folder, found {type(model).__name__}")
 
 
+def load_encoders(model: Any, baseline: str | None = None) -> _Encoders:
+    """The encoders `evaluate_model` scores (`.video`, `.text`, `.module`, `.folder`), loaded the
+    way it loads them: tools that score a checkpoint (tools/order_test.py) use this, not a loader
+    of their own."""
+    return _load_encoders(model, baseline)
+
+
 def _num_samples(data: str | Path) -> int | None:
     """Clips in a built output (rows of its manifest.parquet), for the progress bar; None if unknown."""
     from vipstream.schema import MANIFEST_FILENAME
