@@ -115,11 +115,12 @@ def resume_candidates(run_dir: str | Path) -> list[Path]:
     return [latest, *reversed(older)]
 
 
-def last_good_checkpoint(run_dir: str | Path) -> Path | None:
+def last_good_checkpoint(run_dir: str | Path, before: int | None = None) -> Path | None:
     """The newest complete step folder written after a finite step (checkpoint.json `loss_finite`
-    not false, train/finite.py): the one a run stopped by non-finite steps names, and pruning keeps."""
-    for _, path in reversed(step_checkpoints(run_dir)):
-        if _is_complete(path):
+    not false, train/finite.py), of a step < `before` if given: pruning keeps it, and a run stopped
+    by non-finite steps names it (`before` the step whose weights failed)."""
+    for step, path in reversed(step_checkpoints(run_dir)):
+        if _is_complete(path) and (before is None or step < before):
             try:
                 if read_info(path).get("loss_finite", True) is not False:
                     return path

@@ -7,7 +7,7 @@ optimizer state as they were: the step still counts (its batches were consumed a
 moves on, so a resume stays exact), it is logged and counted (`nonfinite_steps`). A skipped step
 cannot change the weights, so non-finite values that persist over `max_nonfinite_steps` different
 batches come from the weights, not from the data: the run stops (exit 1) naming the step and the
-last good checkpoint (the newest written after a finite step; checkpoint.last_good_checkpoint).
+last good checkpoint: the newest from before the weights that failed (checkpoint.last_good_checkpoint).
 
 Under DDP every rank must take the same decision (one rank stepping while another skips would
 desynchronise the replicas), so the flags are summed over ranks before anyone acts on them.
@@ -96,20 +96,26 @@ class NonFiniteGuard:
             log.warning("step %d: non-finite %s: update skipped (%d skipped so far, %d in a row; the run stops at %d)",
                         step, what, self.total, self.streak, self.max_consecutive)
 
-    def stop_if_exhausted(self, step: int, last_good: Callable[[], Path | None], lr: float) -> None:
-        """Raise NonFiniteTrainingError once the streak reaches `max_consecutive`, naming
-        `last_good()` (called only then: it reads the run folder)."""
+    def stop_if_exhausted(self, step: int, last_good: Callable[[int], Path | None], lr: float) -> None:
+        """Raise NonFiniteTrainingError once the streak reaches `max_consecutive`.
+
+        The weights of the step before the streak failed on `max_consecutive` different batches,
+        so a checkpoint of that step is no way back: the message names `last_good(that step)`, the
+        newest good checkpoint from before it (called only now: it reads the run folder)."""
         if self.streak < self.max_consecutive:
             return
-        checkpoint = last_good()
-        good = (f"The last good checkpoint is {checkpoint}" if checkpoint is not None
-                else "No checkpoint was written after a finite step (start again from --init)")
+        suspect = (self.streak_start or step) - 1  # its weights gave the first non-finite step
+        checkpoint = last_good(suspect)
+        way_back = (f"The last good checkpoint is {checkpoint}: continue from it with a lower lr (this step's was "
+                    f"{lr:.3g}) or grad_clip_norm, e.g. --init {checkpoint} --output NEW_RUN"
+                    if checkpoint is not None else
+                    f"No checkpoint from before step {suspect} is left: start again from --init with a lower lr "
+                    f"(this step's was {lr:.3g}) or grad_clip_norm")
         raise NonFiniteTrainingError(
-            f"training stopped at step {step}: {self.streak} consecutive steps (from step {self.streak_start}) "
-            f"had a non-finite loss or gradient norm (max_nonfinite_steps {self.max_consecutive}); their updates "
-            f"were skipped, so the weights are those of before step {self.streak_start}. {good}. "
-            f"Lower lr (this step's lr was {lr:.3g}) or grad_clip_norm, or check the data, then continue with "
-            f"--resume-weights-only and the new value")
+            f"training stopped at step {step}: {self.streak} consecutive steps (from step {self.streak_start}) had a "
+            f"non-finite loss or gradient norm (max_nonfinite_steps {self.max_consecutive}); their updates were "
+            f"skipped, so the weights are those of step {suspect}, which failed on all of those batches. "
+            f"{way_back}; if the data is at fault (a batch of garbage), check it first")
 
 
 def json_safe(row: dict[str, Any]) -> dict[str, Any]:

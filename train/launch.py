@@ -128,7 +128,7 @@ def launch_ray(setup: TrainSetup, output: Path, *, num_workers: int, gpus_per_wo
     """Ray Train's TorchTrainer over `num_workers` workers running `ray_worker_loop`; the Result."""
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.base_trainer import TrainingFailedError
+    from ray.train import TrainingFailedError  # Ray Train v2 (ray.train.base_trainer's in v1)
     from ray.train.torch import TorchConfig, TorchTrainer
 
     output = output.resolve()
@@ -165,12 +165,16 @@ def _worker_error(exc: BaseException) -> Exception:
     from vipstream.errors import JobError
 
     seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
+    pending: list[BaseException] = [exc]
+    while pending:  # Ray Train v2 keeps them in worker_failures {rank: exception}, v1 in cause chains
+        cause = pending.pop(0)
+        if id(cause) in seen:
+            continue
         seen.add(id(cause))
         if isinstance(cause, (ConfigError, JobError)):
             return cause
-        cause = getattr(cause, "cause", None) or cause.__cause__
+        pending += [e for _, e in sorted((getattr(cause, "worker_failures", None) or {}).items())]
+        pending += [e for e in (getattr(cause, "cause", None), cause.__cause__) if isinstance(e, BaseException)]
     return JobError(f"Ray Train failed: {exc}")
 
 

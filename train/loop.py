@@ -329,7 +329,7 @@ class _Trainer:
                                 samples_s=f"{window.samples / max(window.total_s, 1e-9):.1f}")
                 window = Window()
             bar.update(1)
-            self.guard.stop_if_exhausted(step, lambda: last_good_checkpoint(self.run_dir), lr)
+            self.guard.stop_if_exhausted(step, lambda before: last_good_checkpoint(self.run_dir, before), lr)
             if cfg.val_every and step % cfg.val_every == 0 and health.finite:
                 self._validate(step)
             save_due = save_due or step % cfg.save_every == 0

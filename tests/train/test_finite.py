@@ -82,13 +82,14 @@ def test_a_nan_batch_skips_its_update_counted_and_logged_as_null_and_training_go
 def test_persistent_nonfinite_steps_stop_the_run_naming_the_step_and_the_last_good_checkpoint(stand_in_clip,
                                                                                             tmp_path):
     run = tmp_path / "run"
-    setup = _setup(stand_in_clip, max_steps=20, save_every=2, keep_checkpoints=1, max_nonfinite_steps=3)
+    setup = _setup(stand_in_clip, max_steps=20, save_every=2, keep_checkpoints=2, max_nonfinite_steps=3)
     with pytest.raises(NonFiniteTrainingError) as stopped:  # a JobError: the CLI exits 1
         run_training(setup, run, make_loader=_poisoning_loader(lambda number: number >= 4))  # steps 5.. NaN
     message = str(stopped.value)
     assert "stopped at step 7" in message and "from step 5" in message
-    assert f"last good checkpoint is {run / 'checkpoints' / 'step_00000004'}" in message
-    assert [step for step, _ in step_checkpoints(run)] == [4]  # none written during the streak
+    # The weights of step 4 failed on three batches: the way back is the checkpoint before them.
+    assert f"last good checkpoint is {run / 'checkpoints' / 'step_00000002'}" in message
+    assert [step for step, _ in step_checkpoints(run)] == [2, 4]  # none written during the streak
     assert not (run / "summary.json").exists()
     rows = _strict_rows(run / "metrics.jsonl")
     assert [row["step"] for row in rows if row.get("loss") is None] == [5, 6, 7]
@@ -103,9 +104,10 @@ def test_lr_1e6_exits_1_without_nan_checkpoints_keeping_the_last_good_one(captio
                             "--max-nonfinite-steps", "3"))
     err = capsys.readouterr().err
     assert code == 1, err[-3000:]
-    assert "training stopped at step" in err and "last good checkpoint is" in err and "Traceback" not in err
-    good = Path(err.split("last good checkpoint is ")[1].split(". ")[0])
-    assert good.parent == run / "checkpoints" and good.is_dir()
+    # Step 1's update (lr 1e6) ruined the weights: step 2 on is NaN, and no checkpoint predates step 1.
+    assert "training stopped at step 4: 3 consecutive steps (from step 2)" in err and "Traceback" not in err
+    assert "No checkpoint from before step 1 is left: start again from --init with a lower lr" in err
+    assert [step for step, _ in step_checkpoints(run)] == [1]
     for _, path in step_checkpoints(run):
         assert _weights_finite(path), path
         assert json.loads((path / "checkpoint.json").read_text())["loss_finite"] is True
