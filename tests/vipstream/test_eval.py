@@ -189,3 +189,23 @@ def test_a_shard_copied_twice_is_refused_even_with_allow_missing(retrieval_set, 
         assert code == 2, err[-2000:]
         assert f"{len(keys['000001'])} videos were read more than once ({', '.join(sorted(keys['000001']))})" in err
         assert "text->video" not in out and not (tmp_path / "m.json").exists()
+
+
+def test_a_bad_checkpoint_or_text_length_is_refused_from_its_config_before_any_work(retrieval_set, tiny_clip_vip,
+                                                                                   stand_in_clip, tmp_path, capsys):
+    out_dir, _ = retrieval_set
+    pickled = shutil.copytree(stand_in_clip, tmp_path / "pickled_clip")
+    for weights in pickled.glob("*.safetensors"):
+        weights.unlink()
+    (pickled / "pytorch_model.bin").write_bytes(b"\x80\x04 a pickle we never open")
+    cases = [
+        ([tiny_clip_vip, "--max-text-length", "1000"],
+         f"--max-text-length 1000 is beyond the 77 text positions of the model ({tiny_clip_vip / 'config.json'})"),
+        ([pickled, "--baseline", "meanpool"], "found only pickled weights ['pytorch_model.bin']"),
+    ]
+    for (checkpoint, *extra), message in cases:
+        started = time.monotonic()
+        code = main(_eval_args(checkpoint, out_dir, tmp_path / "m.json", *extra))
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "Traceback" not in err, err[-2000:]
+        assert time.monotonic() - started < 10
