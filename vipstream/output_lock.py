@@ -33,6 +33,28 @@ BUILD_LOCK_FILENAME = ".vipstream.lock"
 CAPTION_LOCK_FILENAME = ".lock"
 
 
+#: Descriptors of the locks this process holds. A child made by fork() (a DataLoader worker)
+#: inherits them, and a flock lives until its last descriptor closes: the lock would outlive a
+#: SIGKILLed holder for as long as its workers take to notice. So in a forked child they are
+#: pointed at /dev/null (the number stays valid for the file object that owns it); the lock stays
+#: the parent's alone. A child given the descriptor on purpose (subprocess pass_fds: exec, no
+#: Python fork hooks) keeps it.
+_HELD_FDS: set[int] = set()
+
+
+def _drop_inherited_locks() -> None:
+    if not _HELD_FDS:
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in _HELD_FDS:
+        os.dup2(null, fd)
+    os.close(null)
+    _HELD_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 class OutputLockedError(JobError):
     """Another live process is writing this output. The CLI exits 1, as for any job that could
     not run to the end; rerunning once the holder has finished (or died) proceeds."""
@@ -69,6 +91,7 @@ def output_lock(path: Path, job: str) -> Iterator[IO[str]]:
             raise OutputLockedError(
                 f"{path.parent} is in use by {_holder_text(handle)} (lock file {path}); "
                 f"wait for it to finish, or stop it, then rerun") from None
+        _HELD_FDS.add(handle.fileno())
         try:
             handle.seek(0)
             handle.truncate()
@@ -77,4 +100,5 @@ def output_lock(path: Path, job: str) -> Iterator[IO[str]]:
             handle.flush()
             yield handle
         finally:
+            _HELD_FDS.discard(handle.fileno())
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -108,3 +108,35 @@ def test_python_m_train_locks_on_rank_0_only_and_runs_under_its_launchers_lock(t
         assert refused.returncode != 0 and f"is in use by vipstream train" in refused.stderr
         claims = _rank_lock_in_child(run, 0, {HOLDER_ENV: "1"})  # a holder it does not descend from
         assert claims.returncode != 0 and "OutputLockedError" in claims.stderr
+
+
+def test_a_forked_child_of_a_killed_holder_does_not_keep_the_lock(tmp_path):
+    """DataLoader workers are forked from the trainer: were the lock's descriptor theirs too, a
+    SIGKILLed run would stay locked until its workers noticed. The holder is killed, its forked
+    child lives on, and the lock is free at once."""
+    run = tmp_path / "run"
+    code = textwrap.dedent(f"""
+        import os, sys, time
+        from train.run_lock import run_lock
+        with run_lock({str(run)!r}):
+            child = os.fork()
+            if child == 0:
+                time.sleep(120)
+                os._exit(0)
+            print(child, flush=True)
+            time.sleep(120)
+    """)
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    child = int(holder.stdout.readline())
+    try:
+        with pytest.raises(OutputLockedError, match=f"pid {holder.pid},"):
+            with run_lock(run):
+                pass
+        holder.kill()
+        holder.wait(timeout=30)
+        os.kill(child, 0)  # the forked child is still alive
+        with run_lock(run):  # and the lock is free
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
