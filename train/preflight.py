@@ -67,21 +67,24 @@ def warn_bad_sidecars(urls: list[str], data) -> dict[str, str]:
 
 
 def check_init(init: str, start: Path | None, max_text_length: int) -> None:
-    """The model folder the run loads (the start checkpoint, else a local --init folder): it must
-    hold safetensors weights (a folder of only pickled weights is refused) and a text tower with
-    at least max_text_length positions; a hub name is checked once loaded (train/loop.py)."""
+    """The model folder the run loads. A local --init folder must hold a config and safetensors
+    weights (a folder of only pickled weights is refused); the start checkpoint's files are the
+    loop's to judge (a step that fails to load falls back to the previous one). Either must have
+    at least max_text_length text positions; a hub name is checked once loaded (train/loop.py)."""
     from model.clip_vip import CONFIG_NAME, check_checkpoint_weights, text_positions
 
-    folder = start or (Path(init).expanduser() if Path(init).expanduser().is_dir() else None)
-    if folder is None:
+    if start is not None:
+        check_text_length(max_text_length, text_positions(start), start / CONFIG_NAME)
         return
-    what = f"checkpoint {folder}" if start is not None else f"--init {init}"
+    folder = Path(init).expanduser()
+    if not folder.is_dir():
+        return
     if not (folder / CONFIG_NAME).is_file():
-        raise ConfigError(f"{what}: no {CONFIG_NAME}; expected a CLIP or CLIP-ViP checkpoint folder")
+        raise ConfigError(f"--init {init}: no {CONFIG_NAME}; expected a CLIP or CLIP-ViP checkpoint folder")
     try:
         check_checkpoint_weights(folder)
-    except (ValueError, FileNotFoundError) as exc:  # PickledWeightsError is a ValueError
-        raise ConfigError(f"{what}: {exc}") from None
+    except (ValueError, FileNotFoundError) as exc:  # PickledWeightsError and a garbage config.json are ValueErrors
+        raise ConfigError(f"--init {init}: {exc}") from None
     check_text_length(max_text_length, text_positions(folder), folder / CONFIG_NAME)
 
 
