@@ -50,6 +50,12 @@ class StepHealth:
     def finite(self) -> bool:
         return self.loss_finite and self.grad_finite
 
+    def counts_toward_stop(self, loss_scaled: bool) -> bool:
+        """Whether this step counts toward max_nonfinite_steps. With an fp16 loss scaler
+        (`loss_scaled`) a finite loss whose gradients overflow is the scaler's routine (it lowers
+        its scale and skips the step): counted as skipped, never fatal."""
+        return not self.finite and (not self.loss_finite or not loss_scaled)
+
 
 def step_health(env: DistEnv, loss: torch.Tensor, grad_norm: torch.Tensor) -> StepHealth:
     """Whether the loss and the gradient norm are finite on every rank (one all-reduce of 2 flags)."""
@@ -69,8 +75,8 @@ def weights_finite(model: torch.nn.Module) -> bool:
 class NonFiniteGuard:
     """Counts skipped steps and stops the run after `max_consecutive` of them in a row.
 
-    `counts_toward_stop`: with an fp16 GradScaler, a finite loss whose gradients overflow is the
-    scaler's routine (it lowers its scale and skips the step); such steps are counted, not fatal.
+    `counts_toward_stop` (StepHealth.counts_toward_stop): an fp16 scaler's overflow steps are
+    counted, not fatal.
     """
 
     max_consecutive: int
@@ -81,17 +87,21 @@ class NonFiniteGuard:
     skipped_steps: list[int] = field(default_factory=list)  # this session's, for the summary
 
     def record(self, step: int, health: StepHealth, *, counts_toward_stop: bool = True) -> None:
-        """Book step `step` (1-based, after the update was applied or skipped)."""
-        if health.finite:
+        """Book step `step` (1-based, after the update was applied or skipped). A step whose loss
+        was finite ends a streak, also when an fp16 scaler's overflow skipped its update."""
+        if health.finite or not counts_toward_stop:
             self.streak, self.streak_start = 0, None
+        if health.finite:
             return
         self.total += 1
         self.skipped_steps.append(step)
+        if not counts_toward_stop:  # the fp16 loss scaler's routine: it lowers its scale
+            log.debug("step %d: fp16 gradient overflow: update skipped, loss scale lowered", step)
+            return
+        self.streak += 1
+        self.streak_start = self.streak_start or step
         what = " and ".join(name for name, ok in (("loss", health.loss_finite), ("gradient norm", health.grad_finite))
                             if not ok)
-        if counts_toward_stop:
-            self.streak += 1
-            self.streak_start = self.streak_start or step
         if self.announce:
             log.warning("step %d: non-finite %s: update skipped (%d skipped so far, %d in a row; the run stops at %d)",
                         step, what, self.total, self.streak, self.max_consecutive)

@@ -320,8 +320,7 @@ class _Trainer:
             window.add(global_batch, data_s, step_s)
             totals.add(global_batch, data_s, step_s)
             step = self.progress.step
-            # fp16: a finite loss with overflowing gradients is the scaler's routine, not divergence
-            self.guard.record(step, health, counts_toward_stop=health.loss_finite or not self.scaler.is_enabled())
+            self.guard.record(step, health, counts_toward_stop=health.counts_toward_stop(self.scaler.is_enabled()))
             self.progress.nonfinite_steps = self.guard.total
             if step % cfg.log_every == 0 or step == cfg.max_steps or not health.finite:
                 last_loss = self._log(step, loss, terms, grad_norm, lr, window)

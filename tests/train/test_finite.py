@@ -122,6 +122,15 @@ def test_a_non_finite_lr_is_refused_with_exit_2(captioned_corpus, stand_in_clip,
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_only_an_fp16_scalers_gradient_overflow_on_a_finite_loss_is_not_counted_toward_the_stop():
+    from train.finite import StepHealth
+
+    assert not StepHealth(loss_finite=True, grad_finite=False).counts_toward_stop(loss_scaled=True)
+    assert StepHealth(loss_finite=True, grad_finite=False).counts_toward_stop(loss_scaled=False)
+    assert StepHealth(loss_finite=False, grad_finite=False).counts_toward_stop(loss_scaled=True)
+    assert not StepHealth(loss_finite=True, grad_finite=True).counts_toward_stop(loss_scaled=False)
+
+
 def test_json_safe_nulls_non_finite_values_and_names_them():
     row = json_safe({"loss": math.nan, "lr": 1e-3, "val": {"t2v": {"R@1": math.inf}}, "skipped": {"x": 1}})
     assert row == {"loss": None, "lr": 1e-3, "val": {"t2v": {"R@1": None}}, "skipped": {"x": 1},
