@@ -295,6 +295,32 @@ def is_clip_vip_checkpoint(folder: str | os.PathLike) -> bool:
     return config_file.is_file() and MODEL_TYPE in json.loads(config_file.read_text())
 
 
+def check_checkpoint_weights(folder: str | os.PathLike) -> None:
+    """Raise unless `folder` holds the safetensors weights `from_pretrained` (a CLIP-ViP folder) or
+    `from_clip` (a CLIP folder) would load: PickledWeightsError when it holds only pickled weights,
+    FileNotFoundError when it holds none. Reads file names only, so a job can check its inputs
+    before any expensive work."""
+    folder = Path(folder)
+    _refuse_pickled(folder, (WEIGHTS_NAME,) if is_clip_vip_checkpoint(folder) else ("*.safetensors",))
+
+
+#: CLIP's text position table when a config leaves it out (transformers' CLIPTextConfig default).
+CLIP_TEXT_POSITIONS = 77
+
+
+def text_positions(folder: str | os.PathLike) -> int | None:
+    """Token positions the text tower of the checkpoint in `folder` has (CLIP: 77), read from its
+    config.json (a CLIP-ViP or a plain CLIP one); None when there is no readable config."""
+    try:
+        meta = json.loads((Path(folder) / CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    clip_config = meta.get("clip_config", meta) if isinstance(meta, dict) else {}
+    text_config = clip_config.get("text_config") if isinstance(clip_config, dict) else None
+    value = (text_config or {}).get("max_position_embeddings", CLIP_TEXT_POSITIONS)
+    return value if isinstance(value, int) else None
+
+
 def _local_folder(source: str | os.PathLike) -> Path | None:
     """The folder when `source` is an existing local directory, else None (a hub name)."""
     path = Path(source) if source else None

@@ -6,8 +6,8 @@ model scores its own video above the twin. 50 % is blindness to time: a per-fram
 over frames (CLIP4Clip-meanP) sits there by construction, and so does a video model that has not
 learnt to use frame order. Recall@K mixes this with appearance; this number isolates it.
 
-Frames: the eval rule `linspace(0, n-1, T)` on the annotated mp4 files, decoded with decord, through
-the checkpoint's own image processor.
+Frames: the eval rule `linspace(0, n-1, T)` on the annotated mp4 files, decoded with decord; the
+checkpoint, its preprocessing and tokenisation are `vipstream eval`'s (train.evaluate.load_encoders).
 
     order_test(checkpoint, annotations_jsonl, baseline=None | "meanpool") -> {"accuracy", "ties", "captions"}
     python -m tools.order_test --checkpoint DIR --annotations retrieval.jsonl [--baseline meanpool]
@@ -23,62 +23,46 @@ from typing import Any
 import numpy as np
 
 
-def _frames(path: Path, num_frames: int) -> list[np.ndarray]:
+def _frames(path: Path, num_frames: int) -> np.ndarray:
+    """[T, H, W, 3] uint8 RGB frames at the eval rule's indices."""
     import decord
 
-    from train.data.frames import eval_frame_indices  # the loader's (the reference's) eval rule
+    from train.data.frames import eval_frame_indices
 
     reader = decord.VideoReader(str(path))
-    indices = eval_frame_indices(len(reader), num_frames).tolist()
-    return list(reader.get_batch(indices).asnumpy())
+    return reader.get_batch(eval_frame_indices(len(reader), num_frames).tolist()).asnumpy()
 
 
 def order_test(checkpoint: str | Path, annotations: str | Path, baseline: str | None = None,
-               num_frames: int = 12) -> dict[str, Any]:
+               num_frames: int = 12, max_text_length: int = 70) -> dict[str, Any]:
     """Fraction of captions whose own video outscores its time-reversed twin (cosine similarity).
 
-    annotations: retrieval.jsonl of tools/demo_data.make_retrieval_set (twins on consecutive rows)."""
+    annotations: retrieval.jsonl of tools/demo_data.make_retrieval_set (twins on consecutive rows).
+    The checkpoint is loaded, its frames preprocessed and its captions tokenised exactly as
+    `vipstream eval` does (train.evaluate.load_encoders, the loader's pixel and text code)."""
     import torch
-    from transformers import AutoImageProcessor, AutoTokenizer
+
+    from train.data.pixels import PixelSpec, preprocess_frames
+    from train.data.text import load_tokenizer, tokenize
+    from train.evaluate import load_encoders
 
     annotations = Path(annotations)
     rows = [json.loads(line) for line in annotations.read_text().splitlines() if line.strip()]
-    processor = AutoImageProcessor.from_pretrained(checkpoint)
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    if baseline == "meanpool":
-        from transformers import CLIPModel
-
-        clip = CLIPModel.from_pretrained(checkpoint).eval()
-
-        def video(pixels: torch.Tensor) -> torch.Tensor:  # [T, 3, S, S] -> [D]
-            features = clip.get_image_features(pixel_values=pixels)
-            features = getattr(features, "pooler_output", features)
-            return torch.nn.functional.normalize(torch.nn.functional.normalize(features, dim=-1).mean(0), dim=-1)
-
-        def text(tokens: Any) -> torch.Tensor:
-            features = clip.get_text_features(**tokens)
-            return torch.nn.functional.normalize(getattr(features, "pooler_output", features), dim=-1)
-    else:
-        from model.clip_vip import CLIPViPModel
-
-        model = CLIPViPModel.from_pretrained(checkpoint).eval()
-
-        def video(pixels: torch.Tensor) -> torch.Tensor:
-            return model.encode_video(pixels.unsqueeze(0))[0]
-
-        def text(tokens: Any) -> torch.Tensor:
-            return model.encode_text(tokens["input_ids"], tokens["attention_mask"])
+    encoders = load_encoders(str(checkpoint), baseline)
+    encoders.module.eval()
+    spec = PixelSpec.from_pretrained(checkpoint)
+    tokenizer = load_tokenizer(str(checkpoint))
 
     wins = ties = total = 0
     with torch.no_grad():
         features = {}
         for row in rows:
-            frames = _frames(annotations.parent / row["path"], num_frames)
-            features[row["video_id"]] = video(processor(images=frames, return_tensors="pt").pixel_values)
+            pixels = preprocess_frames(_frames(annotations.parent / row["path"], num_frames), spec)
+            features[row["video_id"]] = encoders.video(pixels.unsqueeze(0))[0]  # [T, 3, S, S] -> [D]
         for first, second in zip(rows[0::2], rows[1::2]):
             for own, twin in ((first, second), (second, first)):
-                tokens = tokenizer(own["captions"], padding=True, truncation=True, max_length=70, return_tensors="pt")
-                sims = text(tokens) @ torch.stack([features[own["video_id"]], features[twin["video_id"]]]).T
+                texts = encoders.text(*tokenize(tokenizer, own["captions"], max_text_length))  # [C, D]
+                sims = texts @ torch.stack([features[own["video_id"]], features[twin["video_id"]]]).T
                 wins += int((sims[:, 0] > sims[:, 1]).sum())
                 ties += int((sims[:, 0] == sims[:, 1]).sum())
                 total += len(own["captions"])

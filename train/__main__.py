@@ -32,15 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from train.loop import run_training
         from train.preflight import check_inputs
+        from train.run_lock import rank_lock
 
         setup = setup_from_args(args)
         world = int(os.environ.get("WORLD_SIZE", "1"))
-        check_inputs(setup, args.output, world, resume=args.resume, weights_only=args.resume_weights_only)
-        run_training(setup, args.output, resume=args.resume, resume_weights_only=args.resume_weights_only)
+        with rank_lock(args.output, rank):  # rank 0, unless `vipstream train --nproc` holds it
+            check_inputs(setup, args.output, world, resume=args.resume, weights_only=args.resume_weights_only)
+            run_training(setup, args.output, resume=args.resume, resume_weights_only=args.resume_weights_only,
+                         lock=False)
     except ConfigError as exc:
         print(f"python -m train: configuration error: {exc}", file=sys.stderr)
         return 2
-    except JobError as exc:
+    except JobError as exc:  # e.g. stopped by non-finite steps, run folder in use
         print(f"python -m train: {exc}", file=sys.stderr)
         return 1
     return 0

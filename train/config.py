@@ -31,6 +31,7 @@ BOOKKEEPING_KEYS = frozenset({
     "log_every", "save_every", "keep_checkpoints", "progress", "num_workers", "prefetch_factor",
     "pin_memory", "decode_threads", "val_every", "val_data", "val_metric", "val_batch_size", "compile",
     "skip_warnings_in_full", "skip_warnings_every_s",
+    "max_nonfinite_steps",
 })
 
 
@@ -60,6 +61,10 @@ class TrainConfig:
     # The reference sums the six OCL terms and clips the norm of that sum's gradient at 5.0
     # (open_clip averages its two terms); 0 disables clipping (the norm is still logged).
     grad_clip_norm: float = _f(5.0, "clip the global gradient norm at this value (0: off)")
+    # A step with a NaN/inf loss or gradient norm is skipped (train/finite.py). A skipped step leaves
+    # the weights as they were, so one that persists over this many different batches comes from
+    # the weights, not the data: the run stops (exit 1) naming the last good checkpoint.
+    max_nonfinite_steps: int = _f(5, "stop after this many consecutive steps with a non-finite loss or grad norm")
     # Exact large-batch accumulation (open_clip's accum_freq): global batch =
     # batch_size x world size x accum_freq, with every negative of that batch.
     accum_freq: int = _f(1, "micro-batches per optimizer step (exact contrastive accumulation)")
@@ -99,11 +104,14 @@ class TrainConfig:
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"betas must be two values in [0, 1), found {self.betas}")
         for name in ("max_steps", "accum_freq", "log_every", "save_every", "keep_checkpoints",
-                     "num_proxies", "temporal_size"):
+                     "num_proxies", "temporal_size", "max_nonfinite_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, found {getattr(self, name)}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ConfigError(f"warmup_fraction must be in [0, 1), found {self.warmup_fraction}")
+        for name in ("lr", "weight_decay", "grad_clip_norm", "eps", "warmup_fraction"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"{name} must be a finite number, found {getattr(self, name)}")
         if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip_norm < 0:
             raise ConfigError(f"need lr > 0, weight_decay >= 0, grad_clip_norm >= 0; found "
                               f"{self.lr}, {self.weight_decay}, {self.grad_clip_norm}")

@@ -47,6 +47,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from train.eval_set import check_encoded_set
+
 logger = logging.getLogger(__name__)
 
 #: DSL temperature: `softmax(DSL_SCALE * cosine similarity)` (CAMoE / CLIP-ViP use 100).
@@ -220,6 +222,13 @@ def _load_encoders(model: Any, baseline: str | None) -> _Encoders:
     raise TypeError(f"expected a CLIPViPModel, a CLIPModel or a checkpoint folder, found {type(model).__name__}")
 
 
+def load_encoders(model: Any, baseline: str | None = None) -> _Encoders:
+    """The encoders `evaluate_model` scores (`.video`, `.text`, `.module`, `.folder`), loaded the
+    way it loads them: tools that score a checkpoint (tools/order_test.py) use this, not a loader
+    of their own."""
+    return _load_encoders(model, baseline)
+
+
 def _num_samples(data: str | Path) -> int | None:
     """Clips in a built output (rows of its manifest.parquet), for the progress bar; None if unknown."""
     from vipstream.schema import MANIFEST_FILENAME
@@ -240,7 +249,7 @@ def _batched(items: list[str], size: int) -> Iterable[list[str]]:
 def evaluate_model(model: Any, data: str | Path, processor_dir: str | Path | None = None, *,
                    num_frames: int = 12, batch_size: int = 16, device: str | torch.device = "cpu",
                    baseline: str | None = None, max_text_length: int = 70, num_workers: int = 0,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, allow_missing: bool = False) -> dict[str, Any]:
     """Text<->video retrieval of `model` on the retrieval set at `data` (a built output folder).
 
     model: a CLIPViPModel, a CLIP-ViP checkpoint folder, or (with baseline="meanpool") a plain
@@ -254,10 +263,16 @@ def evaluate_model(model: Any, data: str | Path, processor_dir: str | Path | Non
     `captions` is a text query (tokenised to `max_text_length`, encoded in batches of
     `batch_size`), sim = text features @ video features.T (cosine, `[num_texts, num_videos]`).
 
+    The encoded set is checked against OUT/manifest.parquet (train/eval_set.py): duplicate or
+    unknown keys raise EvalSetError (a ValueError); videos not encoded raise MissingVideosError
+    unless `allow_missing`, when "dropped" says how many videos and captions are left out.
+
     Returns (JSON-serialisable):
       {"plain": {"t2v": {"R@1", "R@5", "R@10", "MdR", "MnR"}, "v2t": {...}},
        "dsl":   {"t2v": {...}, "v2t": {...}},        # transductive, report beside "plain"
        "num_videos": int, "num_texts": int, "num_frames": int,
+       "expected_videos": int | None,                # the manifest's count (None: not checked)
+       "dropped": {"videos", "captions", "videos_unknown_captions": int, "keys": [...]},
        "baseline": None | "meanpool", "seconds": float}
     """
     started = time.monotonic()
@@ -269,10 +284,11 @@ def evaluate_model(model: Any, data: str | Path, processor_dir: str | Path | Non
     with tempfile.TemporaryDirectory(prefix="vipstream-eval-") as scratch:
         processor_dir = _processor_folder(processor_dir, encoders, model, Path(scratch))
         try:
-            video_features, texts, text_video = _encode_videos(
+            video_features, texts, text_video, keys = _encode_videos(
                 encoders.video, data, processor_dir, num_frames=num_frames, batch_size=batch_size,
                 max_text_length=max_text_length, device=device, num_workers=num_workers,
                 progress=progress)
+            checked = check_encoded_set(data, keys, allow_missing=allow_missing)  # before the texts' work
             text_features = _encode_texts(encoders.text, texts, processor_dir, batch_size=batch_size,
                                           max_text_length=max_text_length, device=device,
                                           progress=progress)
@@ -282,7 +298,10 @@ def evaluate_model(model: Any, data: str | Path, processor_dir: str | Path | Non
     return {"plain": retrieval_metrics(sim, text_video),
             "dsl": retrieval_metrics(sim, text_video, dsl=True),
             "num_videos": int(video_features.shape[0]), "num_texts": len(texts),
-            "num_frames": num_frames, "baseline": baseline,
+            "num_frames": num_frames, "baseline": baseline, "expected_videos": checked.expected_videos,
+            "dropped": {"videos": checked.dropped_videos, "captions": checked.dropped_captions,
+                        "videos_unknown_captions": checked.dropped_videos_unknown_captions,
+                        "keys": checked.dropped_keys},
             "seconds": round(time.monotonic() - started, 3)}
 
 
@@ -305,9 +324,9 @@ def _processor_folder(processor_dir: str | Path | None, encoders: _Encoders, mod
 @torch.no_grad()
 def _encode_videos(encode: Callable[[torch.Tensor], torch.Tensor], data: str | Path, processor_dir: Path, *,
                    num_frames: int, batch_size: int, max_text_length: int, device: str | torch.device,
-                   num_workers: int, progress: bool) -> tuple[torch.Tensor, list[str], list[int]]:
+                   num_workers: int, progress: bool) -> tuple[torch.Tensor, list[str], list[int], list[str]]:
     """One pass over the retrieval set: video features `[num_videos, D]` (float32, CPU), every
-    caption in order, and each caption's video index."""
+    caption in order, each caption's video index, and each video's key."""
     from tqdm.auto import tqdm
 
     from train.data import TrainDataConfig, make_train_loader
@@ -320,6 +339,7 @@ def _encode_videos(encode: Callable[[torch.Tensor], torch.Tensor], data: str | P
     texts: list[str] = []
     text_video: list[int] = []
     uncaptioned: list[str] = []
+    keys: list[str] = []
     num_videos = 0
     with tqdm(total=_num_samples(data), desc="videos", unit="video", disable=not progress) as bar:
         for batch in loader:
@@ -329,6 +349,7 @@ def _encode_videos(encode: Callable[[torch.Tensor], torch.Tensor], data: str | P
                     uncaptioned.append(key)
                 texts.extend(captions)
                 text_video.extend([num_videos] * len(captions))
+                keys.append(key)
                 num_videos += 1
             bar.update(len(batch.keys))
     if not features:
@@ -339,7 +360,7 @@ def _encode_videos(encode: Callable[[torch.Tensor], torch.Tensor], data: str | P
     if uncaptioned:
         logger.warning("%d clips have no caption (candidates only, no video->text query): %s",
                        len(uncaptioned), uncaptioned[:5])
-    return torch.cat(features), texts, text_video
+    return torch.cat(features), texts, text_video, keys
 
 
 @torch.no_grad()

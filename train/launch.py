@@ -92,9 +92,10 @@ def _resume_flags(resume: bool, weights_only: bool) -> list[str]:
 
 # ------------------------------------------------------------------------------------ launchers
 def launch_in_process(setup: TrainSetup, output: Path, *, resume: bool, weights_only: bool) -> dict[str, Any]:
+    """The run in this process, which holds the run lock already (vipstream train)."""
     from train.loop import run_training
 
-    return run_training(setup, output, resume=resume, resume_weights_only=weights_only)
+    return run_training(setup, output, resume=resume, resume_weights_only=weights_only, lock=False)
 
 
 def torchrun_command(output: Path, nproc: int, *, resume: bool, weights_only: bool) -> list[str]:
@@ -104,14 +105,22 @@ def torchrun_command(output: Path, nproc: int, *, resume: bool, weights_only: bo
             *_resume_flags(resume, weights_only)]
 
 
-def launch_torchrun(setup: TrainSetup, output: Path, nproc: int, *, resume: bool, weights_only: bool) -> int:
-    """Run torchrun as a child; its exit code (0 when every rank finished)."""
+def launch_torchrun(setup: TrainSetup, output: Path, nproc: int, *, resume: bool, weights_only: bool,
+                    lock_fd: int | None = None) -> int:
+    """Run torchrun as a child; its exit code (0 when every rank finished).
+
+    `lock_fd`: the run lock this process holds (train/run_lock.py): torchrun inherits it, and its
+    rank 0 is told (HOLDER_ENV) that the lock is its launcher's."""
+    from train.run_lock import holder_env
+
     write_launch_config(setup, output)
     command = torchrun_command(output, nproc, resume=resume, weights_only=weights_only)
     log.info("launching: %s", " ".join(command))
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    return subprocess.run(command, env=env).returncode
+    if lock_fd is not None:
+        env.update(holder_env())
+    return subprocess.run(command, env=env, pass_fds=() if lock_fd is None else (lock_fd,)).returncode
 
 
 def launch_ray(setup: TrainSetup, output: Path, *, num_workers: int, gpus_per_worker: float, max_failures: int,
@@ -119,6 +128,7 @@ def launch_ray(setup: TrainSetup, output: Path, *, num_workers: int, gpus_per_wo
     """Ray Train's TorchTrainer over `num_workers` workers running `ray_worker_loop`; the Result."""
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import TrainingFailedError  # Ray Train v2 (ray.train.base_trainer's in v1)
     from ray.train.torch import TorchConfig, TorchTrainer
 
     output = output.resolve()
@@ -139,10 +149,33 @@ def launch_ray(setup: TrainSetup, output: Path, *, num_workers: int, gpus_per_wo
             run_config=RunConfig(name="ray_train", storage_path=str(output),
                                  failure_config=FailureConfig(max_failures=max_failures)),
         )
-        return trainer.fit()
+        try:
+            return trainer.fit()
+        except TrainingFailedError as exc:  # say what failed in the worker, not Ray's wrapper
+            raise _worker_error(exc) from None
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def _worker_error(exc: BaseException) -> Exception:
+    """The error a Ray Train worker raised, unwrapped: our ConfigError / JobError (exit 2 / 1) as
+    it was, anything else as a JobError naming it."""
+    from vipstream.config import ConfigError
+    from vipstream.errors import JobError
+
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:  # Ray Train v2 keeps them in worker_failures {rank: exception}, v1 in cause chains
+        cause = pending.pop(0)
+        if id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, (ConfigError, JobError)):
+            return cause
+        pending += [e for _, e in sorted((getattr(cause, "worker_failures", None) or {}).items())]
+        pending += [e for e in (getattr(cause, "cause", None), cause.__cause__) if isinstance(e, BaseException)]
+    return JobError(f"Ray Train failed: {exc}")
 
 
 def restart_mode(resume: bool, weights_only: bool, start_checkpoint: str | None,
@@ -177,4 +210,4 @@ def ray_worker_loop(config: dict[str, Any]) -> None:
         ray.train.report({**metrics, "checkpoint": str(checkpoint) if checkpoint else ""})
 
     run_training(setup, output, resume=resume, resume_weights_only=weights_only, report=report,
-                 device=ray.train.torch.get_device())
+                 device=ray.train.torch.get_device(), lock=False)  # the driver holds the run lock

@@ -29,12 +29,16 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from model.clip_vip import CLIPViPModel, is_clip_vip_checkpoint
-from train.checkpoint import (checkpoints_root, latest_checkpoint, load_trainer_state, remove_stale_temporaries,
-                              rng_state, save_best, save_checkpoint, select_checkpoint, set_rng_state)
+from train.checkpoint import (check_resumable, checkpoints_root, last_good_checkpoint, latest_checkpoint,
+                              load_with_fallback, remove_stale_temporaries, rng_state, save_best, save_checkpoint,
+                              select_checkpoint, set_rng_state)
 from train.config import TrainConfig, TrainSetup, loss_features
 from train.distributed import (DistEnv, all_gather_objects, barrier, mean_over_ranks, setup_distributed,
                                teardown_distributed)
+from train.finite import NonFiniteGuard, json_safe, step_health, weights_finite
 from train.metrics import MetricsLog
+from train.preflight import check_text_length
+from train.run_lock import run_lock
 from train.step import FeatureModel, accumulate_gradients, make_loss_fn, model_inputs
 from vipstream.atomic import write_text_atomic
 
@@ -124,6 +128,7 @@ class Progress:
     samples: int = 0  # global samples trained on
     counts: dict[str, int] = field(default_factory=dict)  # this rank's loader skip counts
     best: float | None = None  # best validation metric so far
+    nonfinite_steps: int = 0  # steps whose update was skipped (train/finite.py)
 
 
 @dataclass
@@ -164,16 +169,19 @@ class _Batches:
 # ----------------------------------------------------------------------------------------- run
 def run_training(setup: TrainSetup, output: str | Path, *, resume: bool = False, resume_weights_only: bool = False,
                  make_loader: LoaderFactory | None = None, report: Reporter | None = None,
-                 device: torch.device | None = None) -> dict[str, Any]:
+                 device: torch.device | None = None, lock: bool = True) -> dict[str, Any]:
     """Train as configured, writing RUN=`output`; returns the summary (complete on rank 0).
 
     Joins the process group of its launcher (train/distributed.py). `make_loader` defaults to
     `train.data.make_train_loader` (tests pass in-memory batches); `report` is Ray Train's hook.
+    `lock`: rank 0 holds RUN/.vipstream.lock for the run (train/run_lock.py); False when the
+    caller (a launcher) holds it.
     """
     env = setup_distributed(device=device)
     try:
-        return _Trainer(env, setup, Path(output), make_loader or default_loader_factory, report).run(
-            resume=resume, weights_only=resume_weights_only)
+        with run_lock(output) if lock and env.is_main else contextlib.nullcontext():
+            return _Trainer(env, setup, Path(output), make_loader or default_loader_factory, report).run(
+                resume=resume, weights_only=resume_weights_only)
     finally:
         teardown_distributed(env)
 
@@ -199,7 +207,15 @@ class _Trainer:
         if env.is_main:
             (self.run_dir / CONFIG_FILENAME).write_text(_yaml(flat))
         seed_everything(cfg.seed)
-        self.model = load_model(self.start or cfg.init, cfg)
+        state = None
+        if self.start is None:
+            self.model = load_model(cfg.init, cfg)
+        else:  # a step folder that fails to load falls back to the previous complete one
+            self.start, self.model, state = load_with_fallback(
+                self.run_dir, self.start, lambda path: load_model(path, cfg),
+                lambda path: check_resumable(path, flat, self.setup.digest, env.world_size, weights_only=weights_only))
+        check_text_length(self.data.max_text_length, self.model.clip.config.text_config.max_position_embeddings,
+                          self.start or cfg.init)  # a hub --init is known only once loaded
         self.processor_dir = self._processor_dir()
         self.model.to(self.device)
         if cfg.gradient_checkpointing:
@@ -222,10 +238,10 @@ class _Trainer:
                                            betas=cfg.betas, eps=cfg.eps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.progress = Progress()
-        if self.start is not None:
-            state = load_trainer_state(self.start)
+        if state is not None:
             self.progress.step = int(state["step"])
             self.progress.samples = int(state["samples"])
+            self.progress.nonfinite_steps = int(state.get("nonfinite_steps", 0))
             if not weights_only:
                 self.optimizer.load_state_dict(state["optimizer"])
                 if state["scaler"]:
@@ -241,6 +257,7 @@ class _Trainer:
                                        world_size=env.world_size, seed=cfg.seed,
                                        start_batch=self.progress.step * cfg.accum_freq)
         self.metrics = MetricsLog(self.run_dir, self.progress.step) if env.is_main else None
+        self.guard = NonFiniteGuard(cfg.max_nonfinite_steps, announce=env.is_main, total=self.progress.nonfinite_steps)
 
     def _processor_dir(self) -> Path | str:
         """The tokenizer/processor files the model carries, written to a folder of this process
@@ -265,6 +282,7 @@ class _Trainer:
         totals, window = Window(), Window()
         last_loss: dict[str, float] = {}
         saved_at = None
+        save_due = False  # a checkpoint due on a non-finite step waits for the next finite one
         bar = _progress_bar(env.is_main and cfg.progress, start_step, cfg.max_steps)
         if env.is_main:
             log.info("training %s -> %s: %d steps, global batch %d (%d x %d ranks x accum %d), %s, device %s",
@@ -282,7 +300,11 @@ class _Trainer:
                 self.scaler.unscale_(self.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
                                                        cfg.grad_clip_norm if cfg.grad_clip_norm > 0 else math.inf)
-            if self.scaler.is_enabled():
+            health = step_health(self.env, loss, grad_norm)  # the same on every rank
+            if not health.finite:  # skip the update (weights and optimizer state unchanged)
+                if self.scaler.is_enabled():
+                    self.scaler.update()  # lowers the loss scale, as its own skip would
+            elif self.scaler.is_enabled():
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
             else:
@@ -298,16 +320,21 @@ class _Trainer:
             window.add(global_batch, data_s, step_s)
             totals.add(global_batch, data_s, step_s)
             step = self.progress.step
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
+            self.guard.record(step, health, counts_toward_stop=health.counts_toward_stop(self.scaler.is_enabled()))
+            self.progress.nonfinite_steps = self.guard.total
+            if step % cfg.log_every == 0 or step == cfg.max_steps or not health.finite:
                 last_loss = self._log(step, loss, terms, grad_norm, lr, window)
                 bar.set_postfix(loss=f"{last_loss['loss']:.4f}",
                                 samples_s=f"{window.samples / max(window.total_s, 1e-9):.1f}")
                 window = Window()
             bar.update(1)
-            if cfg.val_every and step % cfg.val_every == 0:
+            self.guard.stop_if_exhausted(step, lambda before: last_good_checkpoint(self.run_dir, before), lr)
+            if cfg.val_every and step % cfg.val_every == 0 and health.finite:
                 self._validate(step)
-            if step % cfg.save_every == 0 or step == cfg.max_steps:
-                saved_at = self._save(step, last_loss)
+            save_due = save_due or step % cfg.save_every == 0
+            if (save_due and health.finite) or step == cfg.max_steps:
+                saved_at = self._save(step, last_loss, health.finite) or saved_at
+                save_due = False
         bar.close()
         return self._finish(start_step, started, totals, last_loss, saved_at)
 
@@ -332,7 +359,7 @@ class _Trainer:
                 counts[name] = counts.get(name, 0) + value
         row = {"loss": values[0], **{f"loss/{n}": v for n, v in zip(names, values[1:-1])},
                "lr": lr, "logit_scale": float(self.model.logit_scale.detach()), "grad_norm": values[-1],
-               "samples": self.progress.samples,
+               "samples": self.progress.samples, "nonfinite_steps": self.progress.nonfinite_steps,
                "samples_per_s": window.samples / max(window.total_s, 1e-9),
                "data_wait_fraction": window.data_s / max(window.total_s, 1e-9),
                "skipped": counts}
@@ -348,7 +375,8 @@ class _Trainer:
             metrics = evaluate_model(self.model, self.cfg.val_data, self.processor_dir,
                                      num_frames=self.data.num_frames,
                                      batch_size=self.cfg.val_batch_size or self.data.batch_size, device=self.device,
-                                     max_text_length=self.data.max_text_length, progress=False)
+                                     max_text_length=self.data.max_text_length, progress=False,
+                                     allow_missing=True)  # dropped videos are logged in the val row
             self.model.train()
             value = lookup_metric(metrics, self.cfg.val_metric)
             self.metrics.log(step, {"val": metrics, "val_metric": value})
@@ -359,17 +387,25 @@ class _Trainer:
                                                      "metrics": metrics})
         barrier(self.env)
 
-    def _save(self, step: int, last_loss: dict[str, float]) -> Path:
-        """Every rank contributes its RNG state and skip counts; rank 0 writes; all report."""
+    def _save(self, step: int, last_loss: dict[str, float], loss_finite: bool = True) -> Path | None:
+        """Every rank contributes its RNG state and skip counts; rank 0 writes; all report.
+
+        Never from non-finite weights (every rank sees the same weights, so all skip alike: None);
+        `loss_finite` False (the run ended on a skipped step) is recorded in checkpoint.json, so
+        pruning keeps the last good checkpoint."""
+        if not weights_finite(self.model):
+            log.error("step %d: the weights are not finite; no checkpoint written (the last good one is %s)",
+                      step, last_good_checkpoint(self.run_dir))
+            return None
         ranks = all_gather_objects(self.env, {"rng": rng_state(), "counts": dict(self.progress.counts)})
         folder = checkpoints_root(self.run_dir) / f"step_{step:08d}"
         if self.env.is_main:
             state = {"step": step, "samples": self.progress.samples, "micro_batches": step * self.cfg.accum_freq,
                      "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                      "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
-                     "ranks": ranks, "best": self.progress.best}
+                     "ranks": ranks, "best": self.progress.best, "nonfinite_steps": self.progress.nonfinite_steps}
             info = {"world_size": self.env.world_size, "config_digest": self.setup.digest,
-                    "config": self.setup.to_dict(), "samples": self.progress.samples}
+                    "config": self.setup.to_dict(), "samples": self.progress.samples, "loss_finite": loss_finite}
             folder = save_checkpoint(self.run_dir, step, self.model, state, info, self.cfg.keep_checkpoints)
             log.info("step %d: checkpoint %s", step, folder)
         barrier(self.env)
@@ -395,12 +431,14 @@ class _Trainer:
             "final": last_loss, "world_size": self.env.world_size, "precision": self.precision,
             "device": str(self.device), "config_digest": self.setup.digest,
             "checkpoint": str(saved_at or latest_checkpoint(self.run_dir) or ""),
-            "best": self.progress.best,
+            "best": self.progress.best, "nonfinite_steps": self.progress.nonfinite_steps,
+            "nonfinite_steps_this_session": self.guard.skipped_steps,
             "metrics": str(self.run_dir / "metrics.jsonl"), "tensorboard": str(self.run_dir / "tensorboard"),
         }
         if self.metrics is not None:
             self.metrics.close()
-            write_text_atomic(self.run_dir / SUMMARY_FILENAME, json.dumps(summary, indent=2, sort_keys=True, default=str))
+            write_text_atomic(self.run_dir / SUMMARY_FILENAME, json.dumps(json_safe(summary), indent=2, sort_keys=True,
+                                                                          default=str, allow_nan=False))
         barrier(self.env)
         return summary
 

@@ -1,7 +1,9 @@
 """Rank 0's run logs: RUN/metrics.jsonl (one row per logged step) and TensorBoard events.
 
-On resume from step N the rows of steps after N (written before the crash, then recomputed) are
-dropped from metrics.jsonl and TensorBoard is told to purge them, so both read as one run.
+Rows are strict JSON: a NaN/inf value (a skipped non-finite step) is written as null, and the
+row lists the nulled keys under "nonfinite". On resume from step N the rows of steps after N
+(written before the crash, then recomputed) are dropped from metrics.jsonl and TensorBoard is
+told to purge them, so both read as one run.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from train.finite import json_safe
 from vipstream.atomic import write_text_atomic
 
 METRICS_NAME = "metrics.jsonl"
@@ -61,8 +64,10 @@ class MetricsLog:
         write_text_atomic(self.path, "".join(line + "\n" for line in kept))
 
     def log(self, step: int, row: dict[str, Any]) -> None:
-        row = {"step": step, **row}
-        self._file.write(json.dumps(row) + "\n")
+        """Append `row` at `step`; a non-finite value is written as null and named under "nonfinite"
+        (train/finite.json_safe), so every line stays JSON."""
+        row = json_safe({"step": step, **row})
+        self._file.write(json.dumps(row, allow_nan=False) + "\n")
         self._file.flush()
         for name, value in flatten(row).items():
             if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):

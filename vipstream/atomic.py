@@ -29,7 +29,23 @@ def fsync_and_replace(tmp: Path, final: Path) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Publish `text` at `path` atomically."""
+    """Publish `text` at `path` atomically; on failure (full disk, quota) no temporary is left."""
     tmp = temporary_path_for(path)
-    tmp.write_text(text)
-    fsync_and_replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        fsync_and_replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def check_writable(path: Path) -> None:
+    """Raise OSError unless a file can be published at `path` (its folder created if missing): a
+    job checks this before its work, so unwritable storage fails in a second, not after an hour."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(21, "is a folder, expected a file path", str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    probe = temporary_path_for(path)
+    probe.write_bytes(b"")
+    probe.unlink()

@@ -75,13 +75,22 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
 
 
 def read_yaml_mapping(path: str | Path | None) -> dict[str, Any]:
-    """The mapping in the YAML file at `path` ({} for None); a missing file or a non-mapping is a ConfigError."""
+    """The mapping in the YAML file at `path` ({} for None); a missing file, a file that is not
+    UTF-8 YAML (the parser's line and column in the message) or a non-mapping is a ConfigError."""
     if path is None:
         return {}
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    loaded = yaml.safe_load(path.read_text()) or {}
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {exc}") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML{at}: {problem}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file {path} must hold a mapping, found {type(loaded).__name__}")
     return dict(loaded)

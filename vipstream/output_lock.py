@@ -24,7 +24,7 @@ import os
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 from vipstream.errors import JobError
 
@@ -33,6 +33,28 @@ BUILD_LOCK_FILENAME = ".vipstream.lock"
 CAPTION_LOCK_FILENAME = ".lock"
 #: `vipstream transcribe` locks its ASR folder with the same hidden file name as a build's OUT.
 TRANSCRIBE_LOCK_FILENAME = BUILD_LOCK_FILENAME
+
+
+#: Descriptors of the locks this process holds. A child made by fork() (a DataLoader worker)
+#: inherits them, and a flock lives until its last descriptor closes: the lock would outlive a
+#: SIGKILLed holder for as long as its workers take to notice. So in a forked child they are
+#: pointed at /dev/null (the number stays valid for the file object that owns it); the lock stays
+#: the parent's alone. A child given the descriptor on purpose (subprocess pass_fds: exec, no
+#: Python fork hooks) keeps it.
+_HELD_FDS: set[int] = set()
+
+
+def _drop_inherited_locks() -> None:
+    if not _HELD_FDS:
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in _HELD_FDS:
+        os.dup2(null, fd)
+    os.close(null)
+    _HELD_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 class OutputLockedError(JobError):
@@ -52,8 +74,9 @@ def _holder_text(handle) -> str:
 
 
 @contextlib.contextmanager
-def output_lock(path: Path, job: str) -> Iterator[None]:
-    """Hold an exclusive flock on `path` (created if missing) while the block runs.
+def output_lock(path: Path, job: str) -> Iterator[IO[str]]:
+    """Hold an exclusive flock on `path` (created if missing) while the block runs; yields the
+    open lock file (a child process that inherits its descriptor keeps the lock held too).
 
     Raises OutputLockedError naming the holder if another process (or another open of the same
     file) holds it. `job` (e.g. "vipstream build") is written into the file for that message.
@@ -70,12 +93,14 @@ def output_lock(path: Path, job: str) -> Iterator[None]:
             raise OutputLockedError(
                 f"{path.parent} is in use by {_holder_text(handle)} (lock file {path}); "
                 f"wait for it to finish, or stop it, then rerun") from None
+        _HELD_FDS.add(handle.fileno())
         try:
             handle.seek(0)
             handle.truncate()
             handle.write(json.dumps({"job": job, "host": socket.gethostname(), "pid": os.getpid(),
                                      "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
             handle.flush()
-            yield
+            yield handle
         finally:
+            _HELD_FDS.discard(handle.fileno())
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -4,9 +4,13 @@ real loading paths (a plain CLIP folder with --baseline meanpool, a CLIP-ViP fol
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
+from tests.conftest import REPO_ROOT
 from tools.demo_data import DEMO_WORDS, make_retrieval_set
 from tools.order_test import main, order_test
 from tools.stand_in_models import save_tiny_clip
@@ -36,3 +40,16 @@ def test_cli_prints_and_writes_the_result(twins, tmp_path, capsys):
                  "--output", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed == json.loads(out.read_text()) and printed["captions"] > 0
+
+
+def test_cli_loads_a_clip_vip_checkpoint_as_eval_does_without_transformers_model_type_warning(twins, tmp_path):
+    from model.clip_vip import CLIPViPModel
+
+    clip = save_tiny_clip(tmp_path / "clip", words=DEMO_WORDS)
+    checkpoint = CLIPViPModel.from_clip(str(clip)).save_pretrained(tmp_path / "clip_vip")
+    done = subprocess.run([sys.executable, "-m", "tools.order_test", "--checkpoint", str(checkpoint),
+                           "--annotations", str(twins.annotations_path)], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "You are using a model of type" not in done.stderr and "clip_vip" not in done.stderr, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == order_test(checkpoint, twins.annotations_path)

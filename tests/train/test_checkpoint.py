@@ -3,7 +3,9 @@ and the resume rules (same config and world size, or --resume-weights-only)."""
 
 from __future__ import annotations
 
+import logging
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -68,3 +70,45 @@ def test_resume_rules(model, tmp_path):
     with pytest.raises(ConfigError, match="same world size"):
         select_checkpoint(tmp_path, config, digest, 2, resume=True, weights_only=False)
     assert select_checkpoint(tmp_path, other, "x", 2, resume=False, weights_only=True).name == "step_00000002"
+
+
+@pytest.mark.parametrize("pointer", [
+    b"\xff\xfe\x00\x9c binary garbage",
+    "ABSOLUTE",  # the absolute path of a complete step folder outside the run
+    "../../elsewhere/checkpoints/step_00000009",
+    "step_00000004/../../../elsewhere/checkpoints/step_00000009",
+    "",
+])
+def test_latest_names_a_step_folder_inside_checkpoints_or_is_ignored(model, tmp_path, caplog, pointer):
+    run = tmp_path / "run"
+    for step in (2, 4):
+        _save(run, step, model)
+    outside = tmp_path / "elsewhere" / "checkpoints" / "step_00000009"  # complete, and newer
+    shutil.copytree(run / "checkpoints" / "step_00000004", outside)
+    raw = str(outside).encode() if pointer == "ABSOLUTE" else pointer if isinstance(pointer, bytes) else pointer.encode()
+    (run / "checkpoints" / "latest").write_bytes(raw)
+    with caplog.at_level(logging.WARNING, logger="train.checkpoint"):
+        assert latest_checkpoint(run) == run / "checkpoints" / "step_00000004"
+    assert "ignoring it" in caplog.text
+
+
+def test_pruning_never_removes_the_last_good_checkpoint(model, tmp_path):
+    """Steps after 2 were written after a non-finite step (`loss_finite` false in checkpoint.json):
+    keep=1 keeps the newest and step 2, the way back."""
+    for step, finite in ((2, True), (4, False), (6, False)):
+        save_checkpoint(tmp_path, step, model, {"step": step, "ranks": [{"rng": rng_state()}]},
+                        {"world_size": 1, "config_digest": "d", "config": {}, "loss_finite": finite}, keep=1)
+    assert [s for s, _ in step_checkpoints(tmp_path)] == [2, 6]
+    assert latest_checkpoint(tmp_path).name == "step_00000006"
+
+
+def test_an_unreadable_checkpoint_json_passes_over_to_the_previous_step(model, tmp_path, caplog):
+    config = {"lr": 1.0}
+    digest = str(sorted(config.items()))
+    for step in (2, 4):
+        _save(tmp_path, step, model, config)
+    (tmp_path / "checkpoints" / "step_00000004" / "checkpoint.json").write_bytes(b"\x00\xff{not json")
+    with caplog.at_level(logging.WARNING, logger="train.checkpoint"):
+        chosen = select_checkpoint(tmp_path, config, digest, 1, resume=True, weights_only=False)
+    assert chosen.name == "step_00000002"
+    assert "step_00000004" in caplog.text and "falling back to the previous complete checkpoint" in caplog.text

@@ -177,7 +177,9 @@ def test_evaluate_model_on_a_built_retrieval_set_from_a_model_object_or_its_fold
     in_memory = evaluate_model(model, out_dir, None, num_frames=4, batch_size=4, progress=False)
     assert model.training  # put back as found
     from_folder = evaluate_model(str(folder), out_dir, num_frames=4, batch_size=5, progress=False)
-    assert set(in_memory) == {"plain", "dsl", "num_videos", "num_texts", "num_frames", "baseline", "seconds"}
+    assert set(in_memory) == {"plain", "dsl", "num_videos", "num_texts", "num_frames", "baseline", "seconds",
+                              "expected_videos", "dropped"}
+    assert in_memory["expected_videos"] == len(COLOURS) and in_memory["dropped"]["videos"] == 0
     assert in_memory["num_videos"] == len(COLOURS)
     assert in_memory["num_texts"] == len(COLOURS) * len(CAPTION_TEMPLATES)
     for kind in ("plain", "dsl"):

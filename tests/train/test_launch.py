@@ -1,5 +1,6 @@
 """`vipstream train` as a user runs it, on real shards + caption sidecars and the tiny CLIP:
-torchrun DDP (gloo, 2 processes), SIGKILL + --resume, and the errors raised before any process starts."""
+torchrun DDP (gloo, 2 processes) under the launcher's run lock, SIGKILL + --resume, and the errors
+raised before any process starts."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 
 from tests.conftest import REPO_ROOT, vipstream_cmd
 from train.metrics import read_metrics
+from train.run_lock import run_lock
 from vipstream.cli import main
+from vipstream.output_lock import OutputLockedError
 
 TINY = str(REPO_ROOT / "configs" / "tiny.yaml")
 
@@ -59,6 +62,11 @@ def test_nproc_2_trains_with_ddp_and_a_sigkilled_run_resumes_to_the_same_losses(
         while not (killed / "checkpoints" / "latest").is_file():
             assert process.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
             time.sleep(0.05)
+        # The launcher holds the run lock for its torchrun and ranks: a second run is refused at once.
+        with pytest.raises(OutputLockedError, match=f"in use by vipstream train on host .*, pid {process.pid},"):
+            with run_lock(killed):
+                pass
+        assert main(args + ["--resume"]) == 1
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()

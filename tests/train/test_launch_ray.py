@@ -73,6 +73,7 @@ def test_ray_train_launcher_trains_two_workers_checkpoints_and_restarts_a_killed
         time.sleep(0.05)
     workers = _descendants_running("RayTrainWorker")
     assert len(workers) == 2, workers
+    assert main(args) == 1  # the driver holds the run lock: a second run is refused at once
     os.kill(workers[0], signal.SIGKILL)  # a lost worker: FailureConfig restarts the group
     thread.join(timeout=400)
     assert result.get("code") == 0

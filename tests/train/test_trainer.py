@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,55 @@ def test_each_loss_variant_and_text_source_trains_on_real_shards_and_logs_its_ow
 def test_a_loss_the_text_source_cannot_feed_is_refused_at_load(loss, text_source, message):
     with pytest.raises(ConfigError, match=message):
         load_setup(None, {"loss": loss, "text_source": text_source, "captioner_id": "x"})
+
+
+class _Planted:
+    """A pickle that would create `marker` if it were ever unpickled (a hostile trainer_state.pt)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_step_whose_files_fail_to_load_falls_back_to_the_previous_one_naming_both(stand_in_clip, tmp_path,
+                                                                                    caplog):
+    setup = _setup(stand_in_clip, keep_checkpoints=2)
+    run_training(setup, tmp_path / "whole", make_loader=memory_loader())
+    whole = {row["step"]: row for row in read_metrics(tmp_path / "whole")}
+    checkpoints = tmp_path / "whole" / "checkpoints"
+    weights = checkpoints / "step_00000006" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a truncated copy
+    with caplog.at_level(logging.WARNING, logger="train.checkpoint"):
+        summary = run_training(setup, tmp_path / "whole", resume=True, make_loader=memory_loader())
+    assert f"checkpoint {checkpoints / 'step_00000006'} cannot be loaded" in caplog.text
+    assert f"falling back to the previous complete checkpoint {checkpoints / 'step_00000003'}" in caplog.text
+    assert summary["start_step"] == 3 and summary["steps"] == 6
+    resumed = {row["step"]: row for row in read_metrics(tmp_path / "whole")}
+    for step in (4, 5, 6):  # exactly the steps of the uninterrupted run
+        assert resumed[step]["loss"] == whole[step]["loss"], step
+    assert latest_checkpoint(tmp_path / "whole").name == "step_00000006"  # rewritten, loadable again
+    load_trainer_state(latest_checkpoint(tmp_path / "whole"))
+
+
+def test_a_hostile_trainer_state_is_refused_in_our_words_never_loaded(stand_in_clip, tmp_path, caplog):
+    setup = _setup(stand_in_clip, keep_checkpoints=2)
+    run = tmp_path / "run"
+    run_training(setup, run, make_loader=memory_loader())
+    marker = tmp_path / "pwned"
+
+    def plant(step: str) -> None:
+        torch.save({"format": 1, "step": _Planted(marker)}, run / "checkpoints" / step / "trainer_state.pt")
+
+    plant("step_00000006")  # the previous step is intact: used, with our warning
+    with caplog.at_level(logging.WARNING, logger="train.checkpoint"):
+        assert run_training(setup, run, resume=True, make_loader=memory_loader())["start_step"] == 3
+    plant("step_00000006"), plant("step_00000003")  # none intact: a ConfigError (exit 2), same words
+    with pytest.raises(ConfigError) as refused:
+        run_training(setup, run, resume=True, make_loader=memory_loader())
+    assert refused.value.__cause__ is None and refused.value.__context__ is None  # no torch text chained
+    for said in (caplog.text, str(refused.value)):
+        assert "refused: not a tensor-only file" in said and "never loaded" in said, said
+        assert "weights_only=False" not in said
+    assert not marker.exists()

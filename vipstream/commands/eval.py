@@ -47,7 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="tokens per caption (70 as in pretraining; the MSR-VTT fine-tuning recipe uses 50)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--num-workers", type=int, default=0, help="loader worker processes")
-    parser.add_argument("--output", type=Path, default=Path("metrics.json"), help="where to write the metrics JSON")
+    parser.add_argument("--output", type=Path, default=Path("metrics.json"),
+                        help="where to write the metrics JSON (checked writable before any work; written atomically)")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="evaluate although videos of the set's manifest.parquet could not be read (undecodable, "
+                             "truncated shard); the table and the JSON say how many videos and captions were dropped. "
+                             "Without it a missing video is an error (exit 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run)
 
@@ -63,13 +68,44 @@ def format_table(result: dict[str, Any], dsl: bool = True) -> str:
         t2v = " ".join(f"{metrics['t2v'][c]:>6.1f}" for c in _COLUMNS)
         v2t = " ".join(f"{metrics['v2t'][c]:>6.1f}" for c in _COLUMNS)
         lines.append(f"{label:<{width}}  {t2v}   {v2t}")
+    dropped = result.get("dropped") or {}
+    if dropped.get("videos"):
+        unknown = dropped.get("videos_unknown_captions", 0)
+        lines.append(f"dropped (--allow-missing): {dropped['videos']} of {result.get('expected_videos')} videos and "
+                     f"{dropped['captions']} captions" + (f" (+ the captions of {unknown} videos whose json is "
+                                                          f"unreadable)" if unknown else "")
+                     + f": these numbers are over {result['num_videos']} videos, not the whole set")
     return "\n".join(lines)
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    """ConfigError, before any work, for an output that cannot be written, a checkpoint of only
+    pickled weights, or a --max-text-length beyond the checkpoint's text positions."""
+    from model.clip_vip import CONFIG_NAME, check_checkpoint_weights, text_positions
+    from vipstream.atomic import check_writable
+    from vipstream.config import ConfigError
+
+    try:
+        check_writable(args.output)
+    except OSError as exc:
+        raise ConfigError(f"--output {args.output}: cannot write there ({exc.strerror or exc}); nothing was "
+                          f"evaluated") from None
+    if (args.checkpoint / CONFIG_NAME).is_file():  # else evaluate_model says what the folder lacks
+        try:
+            check_checkpoint_weights(args.checkpoint)
+        except (ValueError, FileNotFoundError) as exc:  # PickledWeightsError is a ValueError
+            raise ConfigError(str(exc)) from None
+        positions = text_positions(args.checkpoint)
+        if positions is not None and args.max_text_length > positions:
+            raise ConfigError(f"--max-text-length {args.max_text_length} is beyond the {positions} text positions "
+                              f"of the model ({args.checkpoint / CONFIG_NAME}); use {positions} or less")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from train.evaluate import evaluate_model
+    from vipstream.atomic import write_text_atomic
     from vipstream.config import ConfigError
 
     if args.frames < 1 or args.batch_size < 1 or args.max_text_length < 2:
@@ -77,25 +113,29 @@ def run(args: argparse.Namespace) -> int:
                           f"{args.frames}, {args.batch_size}, {args.max_text_length}")
     if not args.data.is_dir():
         raise ConfigError(f"--data {args.data} is not a folder (expected a build OUT folder)")
+    _check_inputs(args)
     model = _model_source(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         result = evaluate_model(model, args.data, None, num_frames=args.frames,
                                 batch_size=args.batch_size, device=device, baseline=args.baseline,
                                 max_text_length=args.max_text_length, num_workers=args.num_workers,
-                                progress=not args.no_progress)
-    except ValueError as exc:  # a plain CLIP without --baseline, a set without captions, ...
+                                progress=not args.no_progress, allow_missing=args.allow_missing)
+    except ValueError as exc:  # a plain CLIP without --baseline, a set without captions, duplicate keys, ...
         print(f"vipstream eval: {exc}", file=sys.stderr)
         return 2
     if not args.dsl:
         result.pop("dsl")
     result = {"checkpoint": str(args.checkpoint), "data": str(args.data), **result}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
     kind = f"baseline {args.baseline}" if args.baseline else "CLIP-ViP"
     print(f"{args.checkpoint} ({kind}) on {args.data}: {result['num_videos']} videos, "
           f"{result['num_texts']} captions, {args.frames} frames")
-    print(format_table(result, dsl=args.dsl))
+    print(format_table(result, dsl=args.dsl), flush=True)  # shown even if the write below fails
+    try:
+        write_text_atomic(args.output, json.dumps(result, indent=2) + "\n")
+    except OSError as exc:
+        print(f"vipstream eval: the metrics above could not be written to {args.output}: {exc}", file=sys.stderr)
+        return 1
     print(f"metrics written to {args.output}")
     return 0
 

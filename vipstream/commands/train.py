@@ -26,8 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from train.launch import launch_in_process, launch_ray, launch_torchrun, setup_from_args
-    from train.preflight import check_inputs
+    from train.launch import setup_from_args
+    from train.run_lock import run_lock
     from vipstream.config import ConfigError
 
     setup = setup_from_args(args)
@@ -36,6 +36,15 @@ def run(args: argparse.Namespace) -> int:
     if args.launcher == "ray" and args.nproc > 1:
         raise ConfigError("--nproc starts torchrun; with --launcher ray use --num-workers")
     world = args.ray_workers if args.launcher == "ray" else args.nproc
+    # One run per run folder (train/run_lock.py): refused at once, exit 1, naming the holder.
+    with run_lock(args.output) as lock:
+        return _run_locked(args, setup, world, lock.fileno())
+
+
+def _run_locked(args: argparse.Namespace, setup, world: int, lock_fd: int) -> int:
+    from train.launch import launch_in_process, launch_ray, launch_torchrun
+    from train.preflight import check_inputs
+
     found = check_inputs(setup, args.output, world, resume=args.resume, weights_only=args.resume_weights_only)
     log.info("data: %d finished shards, %s clips; config: %s", found["shards"], found["clips"],
              json.dumps(setup.to_dict()))
@@ -49,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
                    weights_only=args.resume_weights_only, start_checkpoint=found["start_checkpoint"])
         code = 0
     elif args.nproc > 1:
-        code = launch_torchrun(setup, output, args.nproc, resume=args.resume, weights_only=args.resume_weights_only)
+        code = launch_torchrun(setup, output, args.nproc, resume=args.resume, weights_only=args.resume_weights_only,
+                               lock_fd=lock_fd)
     else:
         launch_in_process(setup, output, resume=args.resume, weights_only=args.resume_weights_only)
         code = 0
