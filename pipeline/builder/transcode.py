@@ -37,15 +37,9 @@ import ffmpeg
 
 from pipeline.builder.config import PipelineConfig
 from pipeline.errors import StageError
+from pipeline.ffmpeg_sandbox import (DEMUXER_WHITELIST, PROTOCOL_WHITELIST, ffmpeg_input_name, local_source,
+                                     stderr_tail)
 
-PROTOCOL_WHITELIST = "file,pipe"
-#: Demuxers a source may be opened with. Without this, a local file that is really an HLS or
-#: other playlist is auto-detected and pulls in whatever local media it names (the protocol
-#: whitelist alone allows that, since those are `file:` reads too).
-DEMUXER_WHITELIST = ",".join((
-    "mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpegts", "flv", "mpeg",
-    "mpegvideo", "asf", "ogg", "h264", "hevc", "m4v", "dv", "mxf", "nut", "rm", "yuv4mpegpipe",
-))
 # Containers without a seek index (ffprobe format names). Their demuxers seek by a timestamp
 # search and decoding resumes at the first keyframe *after* the landing point, so a plain input
 # seek can start a clip up to one GOP late (measured: 2 s late in an MPEG-TS with 3 s GOPs). They
@@ -53,9 +47,6 @@ DEMUXER_WHITELIST = ",".join((
 # 10 s covers the GOPs of broadcast and web encodes (<= 2-5 s) with room to spare.
 INDEXLESS_FORMATS = frozenset({"mpegts", "mpeg", "mpegvideo", "h264", "hevc"})
 HYBRID_SEEK_MARGIN_S = 10.0
-# How much of ffmpeg's stderr goes into an error reason: enough for the real message, little
-# enough for one cell of errors.parquet.
-STDERR_TAIL_CHARS = 600
 # swscale flags of the resize. ffmpeg's default (plain bicubic) picks SIMD code paths by the CPU,
 # and they round differently: the same source gave other clip pixels with `-cpuflags 0` than with
 # AVX2/AVX-512 (measured on a 1280x720 -> 398x224 cut), so one corpus built on two machines would
@@ -116,40 +107,6 @@ class TranscodedClip:
 
 
 # --------------------------------------------------------------------------------------------
-# helpers shared by probe and transcode
-
-
-def _local_source(path: str | os.PathLike, stage: str) -> Path:
-    """The absolute path of an existing local regular file, or StageError(stage).
-
-    URLs and other protocols are refused before ffmpeg sees them (DESIGN.md section 6).
-    """
-    text = os.fspath(path)
-    if "://" in text:
-        raise StageError(stage, f"only local files are read, found the URL {text!r}", source=text)
-    resolved = Path(text).absolute()
-    if not resolved.exists():
-        raise StageError(stage, "video file not found", source=text)
-    if not resolved.is_file():
-        raise StageError(stage, "expected a regular video file, found a directory or special file",
-                         source=text)
-    return resolved
-
-
-def _ffmpeg_input_name(path: Path) -> str:
-    """`file:` + absolute path: never parsed as another protocol or as an ffmpeg option."""
-    return f"file:{path}"
-
-
-def _stderr_tail(stderr: bytes | str | None) -> str:
-    if not stderr:
-        return "(no stderr)"
-    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
-    text = " | ".join(line.strip() for line in text.strip().splitlines() if line.strip())
-    return text if len(text) <= STDERR_TAIL_CHARS else "..." + text[-STDERR_TAIL_CHARS:]
-
-
-# --------------------------------------------------------------------------------------------
 # probe
 
 
@@ -159,20 +116,20 @@ def probe_video(path: str | os.PathLike, timeout_s: float = 30.0) -> ProbeInfo:
     ffmpeg.probe has no timeout, so ffprobe is run here with one (the process is killed).
     """
     source = os.fspath(path)
-    local = _local_source(path, "probe")
+    local = local_source(path, "probe")
     size_bytes = local.stat().st_size
     if size_bytes == 0:
         raise StageError("probe", "video file is empty (0 bytes)", source=source)
     cmd = ["ffprobe", "-v", "error", "-protocol_whitelist", PROTOCOL_WHITELIST,
            "-format_whitelist", DEMUXER_WHITELIST,
-           "-show_format", "-show_streams", "-of", "json", _ffmpeg_input_name(local)]
+           "-show_format", "-show_streams", "-of", "json", ffmpeg_input_name(local)]
     try:
         done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise StageError("probe", f"ffprobe timed out after {timeout_s:g} s", source=source) from None
     if done.returncode != 0:
         raise StageError("probe", f"ffprobe cannot read the file ({size_bytes} bytes): "
-                                  f"{_stderr_tail(done.stderr)}", source=source)
+                                  f"{stderr_tail(done.stderr)}", source=source)
     try:
         report = json.loads(done.stdout.decode("utf-8", "replace") or "{}")
     except json.JSONDecodeError as exc:
@@ -288,7 +245,7 @@ def _ffmpeg_args(src: Path, start_s: float, end_s: float, spec: TranscodeSpec, p
         input_span, output_span = {**input_span, **output_span}, {}
     elif start_s - input_ss_s > 0:
         output_span["ss"] = f"{start_s - input_ss_s:.3f}"
-    stream = ffmpeg.input(_ffmpeg_input_name(src), threads=spec.threads, protocol_whitelist=PROTOCOL_WHITELIST,
+    stream = ffmpeg.input(ffmpeg_input_name(src), threads=spec.threads, protocol_whitelist=PROTOCOL_WHITELIST,
                           format_whitelist=DEMUXER_WHITELIST,
                           **input_span)
     video = stream["V:0"].filter("fps", fps=spec.fps).filter("scale", out_w, out_h, flags=SCALE_FLAGS).filter("setsar", 1)
@@ -331,7 +288,7 @@ def transcode_clip(src_path: str | os.PathLike, start_s: float, end_s: float, sp
     a timeout (ffmpeg is killed) or an empty result.
     """
     source = os.fspath(src_path)
-    src = _local_source(src_path, "transcode")
+    src = local_source(src_path, "transcode")
     if not (math.isfinite(start_s) and math.isfinite(end_s)) or start_s < 0 or end_s <= start_s:
         raise StageError("transcode", f"span {start_s:.3f}-{end_s:.3f} s is empty, reversed or negative",
                          source=source)
@@ -347,7 +304,7 @@ def transcode_clip(src_path: str | os.PathLike, start_s: float, end_s: float, sp
         data = out_path.read_bytes() if num_frames and out_path.exists() else b""
     if not num_frames or not data:
         raise StageError("transcode", f"ffmpeg wrote no video frames for {start_s:.3f}-{end_s:.3f} s "
-                                      f"(source duration {probe.duration_s:.3f} s): {_stderr_tail(stderr)}",
+                                      f"(source duration {probe.duration_s:.3f} s): {stderr_tail(stderr)}",
                          source=source)
     return TranscodedClip(data=data, width=out_w, height=out_h, fps=spec.fps, num_frames=num_frames,
                           duration_s=num_frames / spec.fps)
@@ -363,5 +320,5 @@ def _run_ffmpeg(cmd: list[str], spec: TranscodeSpec, start_s: float, end_s: floa
                                       f"{start_s:.3f}-{end_s:.3f} s (killed)", source=source) from None
     if done.returncode != 0:
         raise StageError("transcode", f"ffmpeg failed (exit {done.returncode}) cutting "
-                                      f"{start_s:.3f}-{end_s:.3f} s: {_stderr_tail(done.stderr)}", source=source)
+                                      f"{start_s:.3f}-{end_s:.3f} s: {stderr_tail(done.stderr)}", source=source)
     return _frames_from_progress(done.stdout), done.stderr

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from pipeline.errors import StageError
+from pipeline.hf_models import dtype_kwarg, local_model_problem, quiet_transformers
 from vipstream.config import ConfigError, config_field as _f
 from vipstream.schema import middle_frame_index, sanitize_id
 
@@ -159,16 +160,6 @@ def resolve_captioner_id(cfg: CaptionerConfig) -> str:
 # Loading
 
 
-def _quiet_transformers() -> None:
-    """Weight-loading progress bars would interleave with the job's own bar."""
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except Exception:  # pragma: no cover - cosmetic only
-        pass
-
-
 @dataclass
 class _Preprocess:
     """Images (+ optional prompt) -> model inputs, and token ids -> text.
@@ -229,15 +220,13 @@ def check_captioner(cfg: CaptionerConfig) -> dict[str, Any]:
 
     Returns what captioner.json records about the model. Raises CaptionerLoadError naming it.
     """
-    _quiet_transformers()
+    quiet_transformers()
     name = cfg.captioner
     if not name:
         raise ConfigError("no captioner given (--captioner NAME_OR_PATH)")
-    if _looks_like_path(name) and not Path(name).is_dir():
-        raise CaptionerLoadError(f"cannot load captioner {name!r}: no such folder")
-    if Path(name).is_dir() and not any(next(Path(name).glob(p), None) for p in _WEIGHT_FILES):
-        raise CaptionerLoadError(f"cannot load captioner {name!r}: the folder holds no weights "
-                                 f"({', '.join(_WEIGHT_FILES)})")
+    problem = local_model_problem(name)
+    if problem is not None:
+        raise CaptionerLoadError(f"cannot load captioner {name!r}: {problem}")
     try:
         from transformers import AutoConfig
 
@@ -258,23 +247,6 @@ def check_captioner(cfg: CaptionerConfig) -> dict[str, Any]:
             "auto_class": auto_class.__name__}
 
 
-#: What a saved model folder holds its weights in (checked before Ray starts; the weights
-#: themselves are only loaded by the captioner actors).
-_WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin")
-
-
-def _dtype_kwarg(dtype: Any) -> dict[str, Any]:
-    """transformers >= 4.56 calls it `dtype`; older releases (pyproject allows 4.40+) `torch_dtype`."""
-    import transformers
-
-    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
-    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
-
-
-def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") > 1
-
-
 class Captioner:
     """One loaded model: `captioner(frames)` -> captions, one batched generate per call.
 
@@ -285,7 +257,7 @@ class Captioner:
     def __init__(self, cfg: CaptionerConfig, device: str | None = None):
         import torch
 
-        _quiet_transformers()
+        quiet_transformers()
         self.cfg = cfg
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = getattr(torch, cfg.dtype)
@@ -298,7 +270,7 @@ class Captioner:
             from transformers import AutoConfig
 
             auto_class = _model_class_for(AutoConfig.from_pretrained(name))
-            self.model = auto_class.from_pretrained(name, **_dtype_kwarg(dtype)).to(self.device).eval()
+            self.model = auto_class.from_pretrained(name, **dtype_kwarg(dtype)).to(self.device).eval()
             self.preprocess = _load_preprocess(name)
         except Exception as exc:
             raise CaptionerLoadError(f"cannot load captioner {name!r}: {type(exc).__name__}: {exc}") from None

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pipeline.caption.captioner import _WEIGHT_FILES, _dtype_kwarg, _looks_like_path, _quiet_transformers
+from pipeline.hf_models import dtype_kwarg, local_model_problem, quiet_transformers
 from pipeline.transcribe.config import TranscribeConfig
 from pipeline.transcribe.stitch import Segment
 from vipstream.config import ConfigError
@@ -45,7 +45,7 @@ def _drop_generate_noise(record: logging.LogRecord) -> bool:
 
 
 def _quiet_generate() -> None:
-    _quiet_transformers()
+    quiet_transformers()
     logging.getLogger("transformers.generation.utils").addFilter(_drop_generate_noise)  # idempotent
 
 
@@ -75,14 +75,13 @@ def check_asr_model(cfg: TranscribeConfig) -> dict[str, Any]:
 
     Raises ConfigError (no model given, a language the model cannot do) or AsrLoadError.
     """
-    _quiet_transformers()
+    quiet_transformers()
     name = cfg.asr
     if not name:
         raise ConfigError("no speech recognition model given (--asr NAME_OR_PATH)")
-    if _looks_like_path(name) and not Path(name).is_dir():
-        raise AsrLoadError(f"cannot load ASR model {name!r}: no such folder")
-    if Path(name).is_dir() and not any(next(Path(name).glob(p), None) for p in _WEIGHT_FILES):
-        raise AsrLoadError(f"cannot load ASR model {name!r}: the folder holds no weights ({', '.join(_WEIGHT_FILES)})")
+    problem = local_model_problem(name)
+    if problem is not None:
+        raise AsrLoadError(f"cannot load ASR model {name!r}: {problem}")
     try:
         from transformers import AutoConfig, AutoProcessor, GenerationConfig
 
@@ -140,7 +139,7 @@ def load_feature_extractor(name: str, revision: str | None = None) -> Any:
     """The model's WhisperFeatureExtractor, loaded once per process (decode tasks reuse workers)."""
     from transformers import AutoFeatureExtractor
 
-    _quiet_transformers()
+    quiet_transformers()
     return AutoFeatureExtractor.from_pretrained(name, **({"revision": revision} if revision else {}))
 
 
@@ -193,7 +192,7 @@ class AsrModel:
             from transformers import AutoModelForSpeechSeq2Seq, AutoTokenizer
 
             self.model = AutoModelForSpeechSeq2Seq.from_pretrained(
-                cfg.asr, **_dtype_kwarg(self.dtype), **_load_kwargs(cfg)).to(self.device).eval()
+                cfg.asr, **dtype_kwarg(self.dtype), **_load_kwargs(cfg)).to(self.device).eval()
             self.tokenizer = AutoTokenizer.from_pretrained(cfg.asr, **_load_kwargs(cfg))
         except Exception as exc:
             raise AsrLoadError(f"cannot load ASR model {cfg.asr!r}: {type(exc).__name__}: {exc}") from None

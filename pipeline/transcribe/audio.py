@@ -28,9 +28,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from pipeline.builder.transcode import (DEMUXER_WHITELIST, PROTOCOL_WHITELIST, _ffmpeg_input_name,
-                                        _local_source, _stderr_tail)
 from pipeline.errors import StageError
+from pipeline.ffmpeg_sandbox import (DEMUXER_WHITELIST, PROTOCOL_WHITELIST, ffmpeg_input_name, local_source,
+                                     stderr_tail)
 
 STAGE = "audio"
 #: Whisper's input rate (WhisperFeatureExtractor.sampling_rate).
@@ -98,17 +98,17 @@ def probe_audio(path: str | os.PathLike, timeout_s: float = 30.0) -> AudioInfo:
     stage "probe": the file cannot be read at all; stage "audio": it has no audio stream.
     """
     source = os.fspath(path)
-    local = _local_source(path, "probe")
+    local = local_source(path, "probe")
     if local.stat().st_size == 0:
         raise StageError("probe", "video file is empty (0 bytes)", source=source)
     cmd = ["ffprobe", "-v", "error", "-protocol_whitelist", PROTOCOL_WHITELIST, "-format_whitelist",
-           DEMUXER_WHITELIST, "-show_format", "-show_streams", "-of", "json", _ffmpeg_input_name(local)]
+           DEMUXER_WHITELIST, "-show_format", "-show_streams", "-of", "json", ffmpeg_input_name(local)]
     try:
         done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise StageError("probe", f"ffprobe timed out after {timeout_s:g} s", source=source) from None
     if done.returncode != 0:
-        raise StageError("probe", f"ffprobe cannot read the file: {_stderr_tail(done.stderr)}", source=source)
+        raise StageError("probe", f"ffprobe cannot read the file: {stderr_tail(done.stderr)}", source=source)
     try:
         report = json.loads(done.stdout.decode("utf-8", "replace") or "{}")
     except json.JSONDecodeError as exc:
@@ -144,7 +144,7 @@ def _decode_args(local) -> list[str]:
     """ffmpeg: the first audio stream, downmixed to mono (ffmpeg's standard matrix, so 5.1 keeps
     its centre dialogue channel) and resampled to 16 kHz, as raw float32 on stdout."""
     return ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", PROTOCOL_WHITELIST,
-            "-format_whitelist", DEMUXER_WHITELIST, "-i", _ffmpeg_input_name(local), "-map", "0:a:0",
+            "-format_whitelist", DEMUXER_WHITELIST, "-i", ffmpeg_input_name(local), "-map", "0:a:0",
             "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "pipe:1"]
 
 
@@ -187,7 +187,7 @@ class _Ffmpeg:
         return code
 
     def stderr_tail(self) -> str:
-        return _stderr_tail(b"".join(self.stderr))
+        return stderr_tail(b"".join(self.stderr))
 
 
 def _read_samples(ffmpeg: _Ffmpeg, n: int) -> np.ndarray:
@@ -205,7 +205,7 @@ def iter_audio_blocks(path: str | os.PathLike, spec: BlockSpec) -> Iterator[Audi
     already yielded stand (the caller decides what a failure after them means).
     """
     source = os.fspath(path)
-    local = _local_source(path, STAGE)
+    local = local_source(path, STAGE)
     block_n = int(round(spec.block_s * SAMPLE_RATE))
     step_n = int(round(spec.step_s * SAMPLE_RATE))
     ffmpeg = _Ffmpeg(_decode_args(local), spec.timeout_s)

@@ -1,0 +1,55 @@
+"""The sandbox every ffmpeg/ffprobe call of the pipeline runs in (DESIGN.md section 6): local
+files only, named so ffmpeg never parses them as another protocol or an option, demuxers limited
+to media containers, and errors reported with a bounded tail of ffmpeg's stderr. Shared by the
+builder's transcode and the transcriber's audio decoding.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pipeline.errors import StageError
+
+PROTOCOL_WHITELIST = "file,pipe"
+#: Demuxers a source may be opened with. Without this, a local file that is really an HLS or
+#: other playlist is auto-detected and pulls in whatever local media it names (the protocol
+#: whitelist alone allows that, since those are `file:` reads too).
+DEMUXER_WHITELIST = ",".join((
+    "mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpegts", "flv", "mpeg",
+    "mpegvideo", "asf", "ogg", "h264", "hevc", "m4v", "dv", "mxf", "nut", "rm", "yuv4mpegpipe",
+))
+# How much of ffmpeg's stderr goes into an error reason: enough for the real message, little
+# enough for one cell of errors.parquet.
+STDERR_TAIL_CHARS = 600
+
+
+def local_source(path: str | os.PathLike, stage: str) -> Path:
+    """The absolute path of an existing local regular file, or StageError(stage).
+
+    URLs and other protocols are refused before ffmpeg sees them (DESIGN.md section 6).
+    """
+    text = os.fspath(path)
+    if "://" in text:
+        raise StageError(stage, f"only local files are read, found the URL {text!r}", source=text)
+    resolved = Path(text).absolute()
+    if not resolved.exists():
+        raise StageError(stage, "video file not found", source=text)
+    if not resolved.is_file():
+        raise StageError(stage, "expected a regular video file, found a directory or special file",
+                         source=text)
+    return resolved
+
+
+def ffmpeg_input_name(path: Path) -> str:
+    """`file:` + absolute path: never parsed as another protocol or as an ffmpeg option."""
+    return f"file:{path}"
+
+
+def stderr_tail(stderr: bytes | str | None) -> str:
+    """ffmpeg's stderr as one line, its last STDERR_TAIL_CHARS characters (where the error is)."""
+    if not stderr:
+        return "(no stderr)"
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
+    text = " | ".join(line.strip() for line in text.strip().splitlines() if line.strip())
+    return text if len(text) <= STDERR_TAIL_CHARS else "..." + text[-STDERR_TAIL_CHARS:]
