@@ -2,8 +2,8 @@
 one run, same URLs, same concurrency, same local server. Target: MB/s ratio >= 0.9.
 
 Real YouTube cannot be reached from the dev/CI machines, so both sides download direct mp4 URLs
-from a local `python -m http.server` (its own process, so neither side's threads compete with the
-server for a GIL) through yt-dlp's generic extractor: one real ffmpeg-made mp4, served under
+from a local static file server (benchmarks/paced_http_server.py, `http.server` in its own process, so
+neither side's threads compete with it for a GIL) through yt-dlp's generic extractor: one real ffmpeg-made mp4, served under
 `--videos` names.
 
 Fairness: Ray is started before timing (a cluster is started once and reused). The job's time is
@@ -18,14 +18,18 @@ the sides alternate for `--trials` trials and the ratio is of the best time of e
 job trial pays Ray's worker start-up, later ones find the workers warm, as every task of a long
 fetch does); every trial's time is printed.
 
-    .venv/bin/python benchmarks/bench_fetch.py [--videos 32] [--mb-per-video 64] [--concurrency 4] [--trials 3]
+    .venv/bin/python benchmarks/bench_fetch.py [--videos 32] [--mb-per-video 64] [--concurrency 4] [--trials 3] [--link-mb-per-s 0]
 
-Localhost makes the bytes nearly free, so the job's fixed and per-video costs (the Ray tasks'
-start-up, the ffprobe of each file) weigh far more than over a real network: the ratio falls
-with the workload (0.6-0.85 at 16 x 26 MB), so the default is HD-VILA's video size. Measured on
-the shared 2-core dev box (load average 13-45, other jobs running), the ratio moved between
-0.56 and 1.31 from run to run: read one run's figure with its load average and trial times.
-Fsyncing every video before the next cost ~30 % here; the job renames instead (download.py).
+Localhost makes the bytes nearly free, so the job's per-video costs weigh far more than over a
+real network: `--link-mb-per-s 50` paces every connection of the local server as a fast real link
+would. Measured on the 2-core dev box (load average 2-4): paced at 50 MB/s, 0.95; at loopback speed,
+0.68-0.82 from run to run. At loopback speed the machine is CPU-bound (the server's Python copy loop,
+the downloads) and the job's one extra cost, the ffprobe of every file (~70 ms of CPU: a process
+start loading ~200 libraries, as much CPU as receiving a 69 MB file), has no idle core to hide on;
+with the probe replaced by a constant (a diagnostic, not an option) the job ran at 0.95 there too.
+The job runs each probe in a finisher thread while the next video downloads (pipeline/fetch/task.py),
+which hides it wherever a core is free. Fsyncing every video before the next cost ~30 % here; the
+job renames instead (download.py).
 """
 
 from __future__ import annotations
@@ -109,6 +113,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--max-height", type=int, default=720)
     parser.add_argument("--trials", type=int, default=3, help="alternating bare/job trials; best of each")
+    parser.add_argument("--link-mb-per-s", type=float, default=0.0,
+                        help="pace each connection to this many MB/s, as a real link does (0: localhost speed)")
     args = parser.parse_args()
 
     import ray
@@ -120,8 +126,8 @@ def main() -> None:
     for i in range(1, args.videos):
         os.link(video, served / f"video{i:04d}.mp4")
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                               "--directory", str(served)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("paced_http_server.py")), str(port),
+                               str(served), str(args.link_mb_per_s)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1.0)
         urls = [f"http://127.0.0.1:{port}/video{i:04d}.mp4" for i in range(args.videos)]
@@ -134,17 +140,19 @@ def main() -> None:
             bare_times.append(run_bare(urls, bare_dir, args.concurrency, args.max_height))
             assert len(list(bare_dir.glob("*.mp4"))) == args.videos
             shutil.rmtree(bare_dir)
+            os.sync()  # each side starts with no other side's writeback in flight (outside the timings)
             trial_dir = work / f"job{trial}"
             trial_dir.mkdir()
             job_s, summary = run_job(urls, trial_dir, args.concurrency, args.max_height)
             assert summary["by_status"] == {"ok": args.videos}, summary["by_status"]
             job_times.append(job_s)
             shutil.rmtree(trial_dir)
+            os.sync()
         ray.shutdown()
         bare_s, job_s = min(bare_times), min(job_times)
         result = {
             "videos": args.videos, "mb_per_video": round(video.stat().st_size / 1e6, 2),
-            "concurrency": args.concurrency, "load_avg_1m": round(os.getloadavg()[0], 2),
+            "concurrency": args.concurrency, "link_mb_per_s": args.link_mb_per_s or None, "load_avg_1m": round(os.getloadavg()[0], 2),
             "bare_s_trials": [round(t, 3) for t in bare_times], "job_s_trials": [round(t, 3) for t in job_times],
             "bare_s": round(bare_s, 3), "job_s": round(job_s, 3),
             "bare_mb_per_s": round(total_mb / bare_s, 2), "job_mb_per_s": round(total_mb / job_s, 2),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -34,6 +35,7 @@ class FetchTestServer:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.counts: Counter = Counter()
+        self.first_request_at: dict[str, float] = {}  # path -> time.time() of its first GET
         self.cookies: dict[str, list[str]] = defaultdict(list)
         self.proxy_auth: list[str] = []
         self.proxied: Counter = Counter()
@@ -89,6 +91,7 @@ class FetchTestServer:
         with self._lock:
             self.counts[path] += 1
             count = self.counts[path]
+            self.first_request_at.setdefault(path, time.time())
             if handler.headers.get("Cookie"):
                 self.cookies[path].append(handler.headers["Cookie"])
         route = self.routes.get(path)

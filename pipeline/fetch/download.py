@@ -1,6 +1,12 @@
 """One video: yt-dlp attempts with back-off, each under a wall-clock deadline, published atomically.
 
-An attempt (extract -> checks -> video pass -> ffprobe -> subtitle pass, pipeline/fetch/options.py)
+Two phases, so that a task can overlap them (pipeline/fetch/task.py): `download_video` makes the
+attempts and leaves the bytes in the attempt's folder (`Downloaded`); `finish_video` probes them
+with ffprobe, checks the duration, publishes and removes the folder. `fetch_video` is the two in
+a row. The probe is a process start (~70 ms, nearly all of it loading ffprobe's libraries): run
+in line it cost about a fifth of the job's MB/s against a local server (benchmarks/bench_fetch.py).
+
+An attempt (extract -> checks -> video pass -> subtitle pass, pipeline/fetch/options.py)
 runs in a worker thread inside its own hidden folder under VIDEOS/.fetch/tmp/. Two guards bound
 it in time: the progress hook, called by yt-dlp on every block received, aborts a slow drip once
 the deadline has passed; a connection that stalls without a byte is left behind by the caller's
@@ -108,7 +114,6 @@ def extracted_problem(info: dict[str, Any] | None, cfg: FetchConfig) -> Failure 
 class _Outcome:
     failure: Failure | None = None
     video: Path | None = None
-    probe: ProbeInfo | None = None
     info: dict[str, Any] = field(default_factory=dict)
     subtitles: dict[str, Path] = field(default_factory=dict)
     subtitle_status: str = "not_asked"
@@ -155,18 +160,8 @@ class _Attempt:
                 return _Outcome(failure=Failure(c.TOO_LARGE, f"video is larger than max_filesize={self.cfg.max_filesize}"))
             last = messages.find(r"error|abort|unable|skipping") or (messages.lines[-1] if messages.lines else "")
             return _Outcome(failure=classify(f"yt-dlp wrote no mp4 file ({last})"))
-        try:
-            probe = probe_video(video, timeout_s=self.cfg.probe_timeout_s)
-        except StageError as exc:
-            return _Outcome(failure=Failure(c.NOT_VIDEO, f"the downloaded file is not a readable video: {exc.reason}"))
-        if self.cfg.max_duration and probe.duration_s > self.cfg.max_duration:
-            return _Outcome(failure=Failure(c.TOO_LARGE, f"video is {probe.duration_s:.1f} s long, longer than "
-                                                         f"max_duration={self.cfg.max_duration:g} s"))
-        outcome = _Outcome(video=video, probe=probe, info={k: kept.get(k) for k in INFO_FIELDS})
-        if outcome.info.get("duration") is None:
-            outcome.info["duration"] = round(probe.duration_s, 3)
-        outcome.info.update(width=probe.width, height=probe.height, fps=probe.fps)
-        self._subtitles(kept, outcome)
+        outcome = _Outcome(video=video, info={k: kept.get(k) for k in INFO_FIELDS})
+        self._subtitles(kept, outcome)  # the probe comes after, in finish_video
         return outcome
 
     def _offered(self, info: dict[str, Any]) -> list[str]:
@@ -289,20 +284,24 @@ def _row(entry: FetchEntry, status: str, reason: str, *, attempts: int, started:
     return row
 
 
-def fetch_video(entry: FetchEntry, cfg: FetchConfig, layout: FetchLayout, limiter: HostRateLimiter, *,
-                session: YtdlSession | None = None, previous_attempts: int = 0, secrets: tuple[str, ...] = (),
-                rng: random.Random | None = None) -> dict[str, Any]:
-    """Fetch one video into `layout`; returns its status row (never raises for a bad video).
+@dataclass
+class Downloaded:
+    """A video whose attempt succeeded: its files are in `folder` (the attempt's own, under the
+    task's working folder), not yet probed nor published. `finish_video` takes it from here and
+    removes `folder` whatever happens."""
 
-    `session`: the task's YoutubeDL instances (pipeline/fetch/ytdl_session.py), working under
-    `layout.tmp`; without one, a session is made (and closed) for this video."""
-    if session is None:
-        session = YtdlSession(cfg, layout.tmp)
-        try:
-            return fetch_video(entry, cfg, layout, limiter, session=session, previous_attempts=previous_attempts,
-                               secrets=secrets, rng=rng)
-        finally:
-            session.close()
+    entry: FetchEntry
+    folder: Path
+    outcome: _Outcome
+    attempts: int  # all attempts at this video, earlier runs' included
+    started: float  # time.monotonic() when this run's first attempt began
+
+
+def download_video(entry: FetchEntry, cfg: FetchConfig, layout: FetchLayout, limiter: HostRateLimiter, *,
+                   session: YtdlSession, previous_attempts: int = 0, secrets: tuple[str, ...] = (),
+                   rng: random.Random | None = None) -> Downloaded | dict[str, Any]:
+    """The attempts at one video (`session`: the task's YoutubeDL instances, working under
+    `layout.tmp`): a `Downloaded`, or the status row of its failure (never raises for a bad video)."""
     started = time.monotonic()
     rng = rng or random.Random()
     if entry.url_error:
@@ -321,20 +320,67 @@ def fetch_video(entry: FetchEntry, cfg: FetchConfig, layout: FetchLayout, limite
             if outcome.abandoned:
                 session.drop()
             if outcome.failure is None:
-                subtitles, size = _publish(outcome, layout, entry.video_id, cfg.subtitles)
-                return _row(entry, c.OK, "", attempts=previous_attempts + attempts, started=started,
-                            secrets=secrets, bytes=size, path=layout.video(entry.video_id).name,
-                            video_bytes=layout.video(entry.video_id).stat().st_size,
-                            subtitles=subtitles, subtitle_langs=list(subtitles),
-                            subtitle_status=outcome.subtitle_status,
-                            subtitle_reason=scrub(outcome.subtitle_reason, secrets), info=outcome.info)
+                return Downloaded(entry, folder, outcome, previous_attempts + attempts, started)
             failure = outcome.failure
         finally:
             if outcome is None or not outcome.abandoned:  # an abandoned one keeps its (cancelled) hook
                 session.unregister(folder.name)
-            shutil.rmtree(folder, ignore_errors=True)
+            if outcome is None or outcome.failure is not None:
+                shutil.rmtree(folder, ignore_errors=True)
         if not failure.backoff or number == cfg.max_attempts:
             break
         time.sleep(backoff_delay(number, cfg.backoff_base_s, cfg.backoff_max_s, rng, failure.retry_after_s))
     return _row(entry, failure.status, failure.reason, attempts=previous_attempts + attempts, started=started,
                 http_status=failure.http_status, secrets=secrets)
+
+
+def finish_video(done: Downloaded, cfg: FetchConfig, layout: FetchLayout,
+                 secrets: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Probe the downloaded file, check its duration, publish it: its status row. Safe to run in
+    another thread while the task downloads its next video (it touches only `done.folder` and
+    this video's names in VIDEOS/)."""
+    entry, outcome = done.entry, done.outcome
+    try:
+        try:
+            probe = probe_video(outcome.video, timeout_s=cfg.probe_timeout_s)
+        except StageError as exc:
+            return _row(entry, c.NOT_VIDEO, f"the downloaded file is not a readable video: {exc.reason}",
+                        attempts=done.attempts, started=done.started, secrets=secrets)
+        if cfg.max_duration and probe.duration_s > cfg.max_duration:
+            return _row(entry, c.TOO_LARGE, f"video is {probe.duration_s:.1f} s long, longer than "
+                                            f"max_duration={cfg.max_duration:g} s",
+                        attempts=done.attempts, started=done.started, secrets=secrets)
+        info = _with_probe(outcome.info, probe)
+        subtitles, size = _publish(outcome, layout, entry.video_id, cfg.subtitles)
+        return _row(entry, c.OK, "", attempts=done.attempts, started=done.started, secrets=secrets, bytes=size,
+                    path=layout.video(entry.video_id).name, video_bytes=layout.video(entry.video_id).stat().st_size,
+                    subtitles=subtitles, subtitle_langs=list(subtitles), subtitle_status=outcome.subtitle_status,
+                    subtitle_reason=scrub(outcome.subtitle_reason, secrets), info=info)
+    finally:
+        shutil.rmtree(done.folder, ignore_errors=True)
+
+
+def _with_probe(info: dict[str, Any], probe: ProbeInfo) -> dict[str, Any]:
+    """The kept info.json fields, with the probe's frame size and rate (and its duration where
+    yt-dlp gave none)."""
+    info = dict(info)
+    if info.get("duration") is None:
+        info["duration"] = round(probe.duration_s, 3)
+    info.update(width=probe.width, height=probe.height, fps=probe.fps)
+    return info
+
+
+def fetch_video(entry: FetchEntry, cfg: FetchConfig, layout: FetchLayout, limiter: HostRateLimiter, *,
+                session: YtdlSession | None = None, previous_attempts: int = 0, secrets: tuple[str, ...] = (),
+                rng: random.Random | None = None) -> dict[str, Any]:
+    """Fetch one video into `layout`, download then finish in line; returns its status row
+    (never raises for a bad video). Without a `session`, one is made (and closed) for this video."""
+    own_session = session is None
+    session = session or YtdlSession(cfg, layout.tmp)
+    try:
+        result = download_video(entry, cfg, layout, limiter, session=session, previous_attempts=previous_attempts,
+                                secrets=secrets, rng=rng)
+    finally:
+        if own_session:
+            session.close()
+    return finish_video(result, cfg, layout, secrets) if isinstance(result, Downloaded) else result
