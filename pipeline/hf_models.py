@@ -1,12 +1,13 @@
 """What the pipeline's model jobs (`vipstream caption`, `vipstream transcribe`) share about
 loading a Hugging Face model by hub name or local folder: a local folder is checked before any
 Ray work starts (the weights themselves are loaded only by the model actors), weight-loading
-progress bars are kept off the job's own bar, and the dtype keyword follows the installed
-transformers.
+progress bars are kept off the job's own bar, the dtype keyword follows the installed
+transformers, and a model actor's load failure is found again behind Ray's error.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +46,19 @@ def local_model_problem(name: str) -> str | None:
     if Path(name).is_dir() and not any(next(Path(name).glob(p), None) for p in WEIGHT_FILES):
         return f"the folder holds no weights ({', '.join(WEIGHT_FILES)})"
     return None
+
+
+def load_error_in(exc: BaseException, error_type: type[BaseException], message: str) -> str | None:
+    """The message of the `error_type` (a job's model-load error) behind a Ray / Ray Data failure.
+
+    An actor whose constructor raised surfaces as ActorDiedError carrying only the remote
+    traceback as text, so when no such exception is on the cause chain, the text is searched for
+    `error_type`'s name followed by `message` (a regex; its match is returned)."""
+    seen, current = 0, exc
+    while current is not None and seen < 20:
+        if isinstance(current, error_type):
+            return str(current).splitlines()[-1]
+        current = current.__cause__ or current.__context__
+        seen += 1
+    match = re.search(rf"{error_type.__name__}: ({message})", str(exc))
+    return match.group(1) if match else None

@@ -31,6 +31,7 @@ from pipeline.caption.captioner import CaptionerConfig, CaptionerLoadError, chec
 from pipeline.caption.sidecars import SidecarWriter
 from pipeline.caption.stages import CaptionerActor, read_and_decode_shard
 from pipeline.errors import failure_counts
+from pipeline.hf_models import load_error_in
 from vipstream.output_lock import CAPTION_LOCK_FILENAME, output_lock
 from vipstream.config import ConfigError, config_to_dict
 from vipstream.errors import JobError
@@ -178,21 +179,6 @@ def _check_resources(cfg: CaptionerConfig) -> None:
                           f"concurrency or num_cpus")
 
 
-def _load_error_in(exc: BaseException) -> str | None:
-    """The CaptionerLoadError message behind a Ray/Ray Data failure, if that is what it was.
-
-    An actor whose constructor raises surfaces as ActorDiedError carrying only the remote
-    traceback as text, so the text is searched too."""
-    seen, current = 0, exc
-    while current is not None and seen < 20:
-        if isinstance(current, CaptionerLoadError):
-            return str(current).splitlines()[-1]
-        current = current.__cause__ or current.__context__
-        seen += 1
-    match = re.search(r"CaptionerLoadError: (cannot load captioner .*)", str(exc))
-    return match.group(1) if match else None
-
-
 def run_caption_job(out_dir: str | Path, cfg: CaptionerConfig, ray_address: str | None = None, *,
                     progress: bool = True) -> dict[str, Any]:
     """Caption every finished shard of `out_dir` lacking a sidecar for this captioner (all of
@@ -245,7 +231,7 @@ def _caption_locked(out_dir: Path, cfg: CaptionerConfig, captioner_id: str, reco
                         bar.update(captions)
                         bar.set_postfix(shards=len(writer.done), errors=len(writer.errors))
             except Exception as exc:
-                load_error = _load_error_in(exc)
+                load_error = load_error_in(exc, CaptionerLoadError, r"cannot load captioner .*")
                 if load_error is not None:
                     raise CaptionerLoadError(load_error) from None
                 raise

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -34,6 +33,7 @@ from pipeline.atomic import remove_temporaries, write_json_atomic, write_parquet
 from pipeline.builder.manifest import ManifestReadResult, VideoEntry, read_manifest
 from pipeline.builder.staging import uri_protocol
 from pipeline.errors import ERROR_TABLE_SCHEMA, ErrorRow, failure_counts
+from pipeline.hf_models import load_error_in
 from pipeline.transcribe.asr import AsrLoadError, check_asr_model, language_code
 from pipeline.transcribe.config import TranscribeConfig
 from pipeline.transcribe.stages import AsrActor, decode_video
@@ -174,19 +174,6 @@ def _check_resources(cfg: TranscribeConfig) -> None:
                           f"GPUs, the Ray cluster has {gpus:g}; lower concurrency or num_gpus (0: CPU)")
 
 
-def _load_error_in(exc: BaseException) -> str | None:
-    """The AsrLoadError message behind a Ray Data failure (an actor whose constructor raised
-    surfaces as ActorDiedError with the remote traceback as text)."""
-    seen, current = 0, exc
-    while current is not None and seen < 20:
-        if isinstance(current, AsrLoadError):
-            return str(current).splitlines()[-1]
-        current = current.__cause__ or current.__context__
-        seen += 1
-    match = re.search(r"AsrLoadError: (cannot load ASR model .*)", str(exc))
-    return match.group(1) if match else None
-
-
 def _source_bytes(entry: VideoEntry) -> int:
     try:
         return os.stat(entry.path).st_size if entry.path else 0
@@ -213,7 +200,7 @@ def _run(pending: list[VideoEntry], cfg: TranscribeConfig, writer: TranscriptWri
                 bar.set_postfix(audio_h=f"{writer.audio_s / 3600:.2f}", x_realtime=f"{writer.audio_s / elapsed:.1f}",
                                 failed=len(writer.failed))
     except Exception as exc:
-        load_error = _load_error_in(exc)
+        load_error = load_error_in(exc, AsrLoadError, r"cannot load ASR model .*")
         if load_error is not None:
             raise AsrLoadError(load_error) from None
         raise
