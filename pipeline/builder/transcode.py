@@ -23,7 +23,6 @@ Why the shape of `transcode_clip` is what it is (DESIGN.md sections 2, 5, 6):
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -37,7 +36,8 @@ import ffmpeg
 
 from pipeline.builder.config import PipelineConfig
 from pipeline.errors import StageError
-from pipeline.ffmpeg_sandbox import (DEMUXER_WHITELIST, PROTOCOL_WHITELIST, ffmpeg_input_name, local_source,
+from pipeline.ffmpeg_sandbox import (DEMUXER_WHITELIST, PROTOCOL_WHITELIST, ffmpeg_input_name, ffprobe_report,
+                                     local_source,
                                      stderr_tail)
 
 # Containers without a seek index (ffprobe format names). Their demuxers seek by a timestamp
@@ -111,30 +111,9 @@ class TranscodedClip:
 
 
 def probe_video(path: str | os.PathLike, timeout_s: float = 30.0) -> ProbeInfo:
-    """One ffprobe of a local source -> ProbeInfo, or StageError(stage="probe") saying why not.
-
-    ffmpeg.probe has no timeout, so ffprobe is run here with one (the process is killed).
-    """
-    source = os.fspath(path)
-    local = local_source(path, "probe")
-    size_bytes = local.stat().st_size
-    if size_bytes == 0:
-        raise StageError("probe", "video file is empty (0 bytes)", source=source)
-    cmd = ["ffprobe", "-v", "error", "-protocol_whitelist", PROTOCOL_WHITELIST,
-           "-format_whitelist", DEMUXER_WHITELIST,
-           "-show_format", "-show_streams", "-of", "json", ffmpeg_input_name(local)]
-    try:
-        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise StageError("probe", f"ffprobe timed out after {timeout_s:g} s", source=source) from None
-    if done.returncode != 0:
-        raise StageError("probe", f"ffprobe cannot read the file ({size_bytes} bytes): "
-                                  f"{stderr_tail(done.stderr)}", source=source)
-    try:
-        report = json.loads(done.stdout.decode("utf-8", "replace") or "{}")
-    except json.JSONDecodeError as exc:
-        raise StageError("probe", f"ffprobe printed no valid JSON: {exc.msg}", source=source) from None
-    return _probe_info(report, source)
+    """One ffprobe of a local source -> ProbeInfo, or StageError(stage="probe") saying why not."""
+    report = ffprobe_report(path, timeout_s)
+    return _probe_info(report, os.fspath(path))
 
 
 def _probe_info(report: dict[str, Any], source: str) -> ProbeInfo:

@@ -18,7 +18,6 @@ the video, so an hour of audio never sits in memory (230 MB at 16 kHz float32).
 from __future__ import annotations
 
 import collections
-import json
 import math
 import os
 import subprocess
@@ -29,7 +28,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from pipeline.errors import StageError
-from pipeline.ffmpeg_sandbox import (DEMUXER_WHITELIST, PROTOCOL_WHITELIST, ffmpeg_input_name, local_source,
+from pipeline.ffmpeg_sandbox import (DEMUXER_WHITELIST, PROTOCOL_WHITELIST, ffmpeg_input_name, ffprobe_report,
+                                     local_source,
                                      stderr_tail)
 
 STAGE = "audio"
@@ -97,23 +97,8 @@ def probe_audio(path: str | os.PathLike, timeout_s: float = 30.0) -> AudioInfo:
 
     stage "probe": the file cannot be read at all; stage "audio": it has no audio stream.
     """
-    source = os.fspath(path)
-    local = local_source(path, "probe")
-    if local.stat().st_size == 0:
-        raise StageError("probe", "video file is empty (0 bytes)", source=source)
-    cmd = ["ffprobe", "-v", "error", "-protocol_whitelist", PROTOCOL_WHITELIST, "-format_whitelist",
-           DEMUXER_WHITELIST, "-show_format", "-show_streams", "-of", "json", ffmpeg_input_name(local)]
-    try:
-        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise StageError("probe", f"ffprobe timed out after {timeout_s:g} s", source=source) from None
-    if done.returncode != 0:
-        raise StageError("probe", f"ffprobe cannot read the file: {stderr_tail(done.stderr)}", source=source)
-    try:
-        report = json.loads(done.stdout.decode("utf-8", "replace") or "{}")
-    except json.JSONDecodeError as exc:
-        raise StageError("probe", f"ffprobe printed no valid JSON: {exc.msg}", source=source) from None
-    return _audio_info(report, source)
+    report = ffprobe_report(path, timeout_s)
+    return _audio_info(report, os.fspath(path))
 
 
 def _audio_info(report: dict[str, Any], source: str) -> AudioInfo:
