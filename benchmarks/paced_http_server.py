@@ -34,11 +34,16 @@ class PacedHandler(http.server.SimpleHTTPRequestHandler):
                 time.sleep(ahead)
 
 
+class QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        """yt-dlp's generic extractor reads the first bytes of a URL and hangs up: expected."""
+
+
 def main() -> None:
     port, directory = int(sys.argv[1]), sys.argv[2]
     PacedHandler.bytes_per_s = float(sys.argv[3]) * 1e6 if len(sys.argv) > 3 else 0.0
     handler = functools.partial(PacedHandler, directory=directory)
-    with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
+    with QuietServer(("127.0.0.1", port), handler) as server:
         server.serve_forever()
 
 
