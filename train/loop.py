@@ -38,7 +38,9 @@ from train.distributed import (DistEnv, all_gather_objects, barrier, mean_over_r
 from train.finite import NonFiniteGuard, json_safe, step_health, weights_finite
 from train.metrics import MetricsLog
 from train.preflight import check_text_length
+from train.precision import autocast_factory, resolve_precision
 from train.run_lock import run_lock
+from train.schedule import make_scheduler
 from train.step import FeatureModel, accumulate_gradients, make_loss_fn, model_inputs
 from vipstream.atomic import write_text_atomic
 
@@ -67,40 +69,6 @@ def load_model(source: str | Path, cfg: TrainConfig) -> CLIPViPModel:
         return CLIPViPModel.from_pretrained(source)
     return CLIPViPModel.from_clip(str(source), num_proxies=cfg.num_proxies, temporal_size=cfg.temporal_size,
                                   logit_scale_init=cfg.logit_scale_init)
-
-
-def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """LR factor at step s: linear 1/w .. 1 over the warm-up, then cosine from 1 to 0 at total_steps."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, start_step: int = 0):
-    """Warm-up (warmup_fraction of max_steps, at least 1 step when > 0) then cosine, positioned at start_step."""
-    warmup = math.ceil(cfg.warmup_fraction * cfg.max_steps)
-    for group in optimizer.param_groups:
-        group.setdefault("initial_lr", group["lr"])
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, cfg.max_steps),
-                                             last_epoch=start_step - 1)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """"auto" -> bf16 on CUDA, fp32 elsewhere (DESIGN.md: mixed precision on GPUs)."""
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
-
-
-def autocast_factory(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    if precision == "fp32":
-        return contextlib.nullcontext
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return lambda: torch.autocast(device.type, dtype=dtype)
 
 
 def default_loader_factory(data_cfg: Any, **kwargs: Any) -> Iterable[Any]:
