@@ -34,12 +34,16 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from vipstream.atomic import write_text_atomic
+from vipstream.demo_digests import stage_digests
+
 log = logging.getLogger("vipstream.demo")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 CAPTIONER_ID = "stand-in-captioner"
 PLAN_FILE = "demo_plan.json"
+DIGESTS_FILENAME = "digests.json"  # vipstream/demo_digests.py: one digest per stage's output
 METHODS = (("meanpool", "CLIP4Clip-meanP (stand-in CLIP, frames averaged)"),
            ("vs", "CLIP-ViP, subtitles only (vs)"),
            ("ocl", "CLIP-ViP, subtitles + captions (OCL)"))
@@ -66,8 +70,8 @@ class DemoPlan:
     # The stand-ins read 32 px (CLIP) and 48 px (captioner) frames: shards at 224 px would only
     # cost decode time. Real data: the default 224 (CLIP's input size).
     short_side_px: int = 96
-    # the same numbers on any x86-64 machine (vipstream/numerics.py); off: the CPU's fastest kernels,
-    # whose rounding (and so the table) depends on the machine
+    # kernels whose rounding does not depend on the CPU's instruction-set level (vipstream/numerics.py;
+    # across machines the table still differed: README); off: the CPU's fastest kernels
     portable_numerics: bool = True
 
 
@@ -87,7 +91,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="start over in a WORKDIR that holds a demo of another plan")
     parser.add_argument("--native-numerics", action="store_true",
                         help="use the CPU's fastest torch kernels: quicker, but the table then depends on the "
-                             "machine's instruction set (default: portable kernels, the same table on any x86-64 CPU)")
+                             "machine's instruction set (default: portable kernels, whose table does not; two machines "
+                             "still printed two tables: README, vipstream.demo_digests)")
     parser.set_defaults(handler=run)
 
 
@@ -118,7 +123,9 @@ def run(args: argparse.Namespace) -> int:
         results[name]["order"] = json.loads((work / "eval" / f"{name}_order.json").read_text())
     table = results_table(results)
     print("\n" + table)
-    write_report(work, plan, demo, results, table)
+    digests = stage_digests(work)
+    write_text_atomic(work / DIGESTS_FILENAME, json.dumps(digests, indent=2) + "\n")
+    write_report(work, plan, demo, results, table, digests)
     print(f"\nreport: {work / 'report.md'} and {work / 'report.png'}; this session {demo.timings['this session']:.0f} s")
     return 0
 
@@ -141,7 +148,8 @@ def _choose_numerics(portable: bool) -> None:
         print("numerics: native (the CPU's fastest kernels; the table depends on the machine)", flush=True)
         return
     if use_portable_numerics():
-        print("numerics: portable (the same table on any x86-64 CPU; --native-numerics is faster)", flush=True)
+        print("numerics: portable (the table does not depend on the CPU's instruction set; --native-numerics "
+              "is faster)", flush=True)
     else:
         log.warning("numerics: this process computed before the portable kernels were chosen; its steps keep "
                     "the native ones, so the table may depend on the machine")
@@ -333,7 +341,8 @@ def _loss_curve(run_dir: Path) -> tuple[list[int], list[float]]:
     return steps, losses
 
 
-def write_report(work: Path, plan: DemoPlan, demo: _Demo, results: dict[str, dict[str, Any]], table: str) -> None:
+def write_report(work: Path, plan: DemoPlan, demo: _Demo, results: dict[str, dict[str, Any]], table: str,
+                 digests: dict[str, str | None]) -> None:
     """WORKDIR/report.png (training curves, recall bars) and WORKDIR/report.md."""
     import matplotlib
 
@@ -374,6 +383,10 @@ def write_report(work: Path, plan: DemoPlan, demo: _Demo, results: dict[str, dic
              f"- Time-order test (own video vs its time-reversed twin, per caption; 50 = blind to time): "
              f"meanpool {results['meanpool']['order']['accuracy']:.1f}, vs {results['vs']['order']['accuracy']:.1f}, "
              f"OCL {results['ocl']['order']['accuracy']:.1f}.",
+             "", "## Stage digests", "",
+             f"Another machine's run of seed {plan.seed} should match these; the first stage that does not is "
+             f"where the two runs part (`python -m vipstream.demo_digests THIS_WORKDIR OTHER_WORKDIR`).", "",
+             *[f"- {stage}: `{value or '-'}`" for stage, value in digests.items()],
              "", "## Wall time (s)", "", *[f"- {k}: {v}" for k, v in demo.timings.items()], "",
              "![report](report.png)", ""]
     (work / "report.md").write_text("\n".join(lines))
