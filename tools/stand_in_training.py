@@ -15,8 +15,8 @@ motion. Both are saved exactly as hub checkpoints are, and loaded by the real co
   is ~10 decoder steps). Loads with `AutoModelForImageTextToText`, as `vipstream caption` does.
 
 Seeded: the same seed gives the same weights on one machine (torch CPU kernels are deterministic
-for these ops), and on any x86-64 machine under the portable kernels of vipstream/numerics.py
-(the demo's default).
+for these ops), whatever its instruction-set level under the portable kernels of
+vipstream/numerics.py (the demo's default); across machines, see README ("What make demo shows").
 
     python -m tools.stand_in_training clip --output DIR [--steps N] [--seed S]
     python -m tools.stand_in_training captioner --output DIR [--steps N] [--seed S]

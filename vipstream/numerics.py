@@ -1,12 +1,14 @@
-"""Portable CPU numerics: the same float results on any x86-64 CPU, for runs whose numbers are
-compared across machines (the demo's table in README.md).
+"""Portable CPU numerics: float results that do not depend on the CPU's instruction-set level, for
+runs whose numbers are compared (the demo's table in README.md). Not enough for the same results
+on every machine: a second machine (AMD EPYC, AVX-512) printed another demo table for the same
+seed; `python -m vipstream.demo_digests` finds the first stage where two runs part.
 
 torch's CPU kernels choose code paths by the CPU's instruction set at run time: ATen's vectorised
 kernels (AVX-512, AVX2 or plain), MKL's BLAS and oneDNN's convolutions. Each path rounds a little
 differently, and training turns a last-bit difference into another model: the demo's stand-in CLIP
 trained for 60 steps with AVX-512 and with AVX2 kernels ended with different weights, and a fresh
 clone on another machine printed another demo table for the same seed. Three switches, each read
-by its library on first use, pin one path on every x86-64 CPU:
+by its library on first use, pin one path whatever the CPU's instruction set:
 
 - `ATEN_CPU_CAPABILITY=default`: ATen's portable kernels, no AVX2/AVX-512 specialisations;
 - `MKL_CBWR=COMPATIBLE`: MKL's conditional numerical reproducibility, the same results on any
