@@ -271,8 +271,9 @@ def private_cookie_copy(cookies: str) -> Iterator[str | None]:
             os.unlink(path)
 
 
-def _row(entry: FetchEntry, status: str, reason: str, *, attempts: int, started: float,
-         http_status: int | None = None, secrets: tuple[str, ...] = (), **extra: Any) -> dict[str, Any]:
+def status_row(entry: FetchEntry, status: str, reason: str, *, attempts: int, started: float,
+               http_status: int | None = None, secrets: tuple[str, ...] = (), **extra: Any) -> dict[str, Any]:
+    """One video's row of the log and of status.parquet (every status has every column)."""
     row = {
         "video_id": entry.video_id, "url": entry.url, "status": status, "reason": scrub(reason, secrets),
         "attempts": attempts, "bytes": 0, "seconds": round(time.monotonic() - started, 3),
@@ -305,7 +306,7 @@ def download_video(entry: FetchEntry, cfg: FetchConfig, layout: FetchLayout, lim
     started = time.monotonic()
     rng = rng or random.Random()
     if entry.url_error:
-        return _row(entry, c.BAD_URL, entry.url_error, attempts=previous_attempts, started=started)
+        return status_row(entry, c.BAD_URL, entry.url_error, attempts=previous_attempts, started=started)
     attempts, failure = 0, Failure(c.ERROR, "not attempted")
     for number in range(1, cfg.max_attempts + 1):
         limiter.acquire(url_host(entry.url))
@@ -330,7 +331,7 @@ def download_video(entry: FetchEntry, cfg: FetchConfig, layout: FetchLayout, lim
         if not failure.backoff or number == cfg.max_attempts:
             break
         time.sleep(backoff_delay(number, cfg.backoff_base_s, cfg.backoff_max_s, rng, failure.retry_after_s))
-    return _row(entry, failure.status, failure.reason, attempts=previous_attempts + attempts, started=started,
+    return status_row(entry, failure.status, failure.reason, attempts=previous_attempts + attempts, started=started,
                 http_status=failure.http_status, secrets=secrets)
 
 
@@ -344,15 +345,15 @@ def finish_video(done: Downloaded, cfg: FetchConfig, layout: FetchLayout,
         try:
             probe = probe_video(outcome.video, timeout_s=cfg.probe_timeout_s)
         except StageError as exc:
-            return _row(entry, c.NOT_VIDEO, f"the downloaded file is not a readable video: {exc.reason}",
+            return status_row(entry, c.NOT_VIDEO, f"the downloaded file is not a readable video: {exc.reason}",
                         attempts=done.attempts, started=done.started, secrets=secrets)
         if cfg.max_duration and probe.duration_s > cfg.max_duration:
-            return _row(entry, c.TOO_LARGE, f"video is {probe.duration_s:.1f} s long, longer than "
+            return status_row(entry, c.TOO_LARGE, f"video is {probe.duration_s:.1f} s long, longer than "
                                             f"max_duration={cfg.max_duration:g} s",
                         attempts=done.attempts, started=done.started, secrets=secrets)
         info = _with_probe(outcome.info, probe)
         subtitles, size = _publish(outcome, layout, entry.video_id, cfg.subtitles)
-        return _row(entry, c.OK, "", attempts=done.attempts, started=done.started, secrets=secrets, bytes=size,
+        return status_row(entry, c.OK, "", attempts=done.attempts, started=done.started, secrets=secrets, bytes=size,
                     path=layout.video(entry.video_id).name, video_bytes=layout.video(entry.video_id).stat().st_size,
                     subtitles=subtitles, subtitle_langs=list(subtitles), subtitle_status=outcome.subtitle_status,
                     subtitle_reason=scrub(outcome.subtitle_reason, secrets), info=info)

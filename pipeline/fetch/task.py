@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from pipeline.fetch import classify as c
-from pipeline.fetch.config import FetchConfig, scrub, secrets_of
-from pipeline.fetch.download import Downloaded, download_video, finish_video, private_cookie_copy
+from pipeline.fetch.config import FetchConfig, secrets_of
+from pipeline.fetch.download import Downloaded, download_video, finish_video, private_cookie_copy, status_row
 from pipeline.fetch.inputs import FetchEntry
 from pipeline.fetch.ratelimit import HostRateLimiter
 from pipeline.fetch.state import FetchLayout, append_row, read_log
@@ -37,11 +37,8 @@ log = logging.getLogger(__name__)
 def _internal_error_row(entry: FetchEntry, exc: Exception, attempts: int, secrets: tuple[str, ...]) -> dict[str, Any]:
     """Our bug or a full disk: this video's row says so, and the group goes on."""
     log.error("unexpected failure fetching %s", entry.video_id, exc_info=exc)
-    return {"video_id": entry.video_id, "url": entry.url, "status": c.ERROR,
-            "reason": scrub(f"internal: {type(exc).__name__}: {exc}", secrets),
-            "attempts": attempts, "bytes": 0, "seconds": 0.0,
-            "http_status": None, "retryable": False, "clips": entry.clips, "line": entry.line,
-            "subtitles": {}, "subtitle_langs": [], "info": {}, "path": None, "finished_at": time.time()}
+    return status_row(entry, c.ERROR, f"internal: {type(exc).__name__}: {exc}", attempts=attempts,
+                      started=time.monotonic(), secrets=secrets)
 
 
 def _guarded(entry: FetchEntry, attempts: int, secrets: tuple[str, ...], work: Callable[[], Any]) -> Any:

@@ -30,3 +30,21 @@ def test_the_next_download_starts_before_the_previous_video_is_probed_and_publis
     assert sorted(row["video_id"] for row in logged) == names  # each once, by the finisher
     assert all(layout.video(name).read_bytes() == fetch_media.small for name in names)
     assert list(layout.tmp.iterdir()) == []
+
+
+def test_a_failure_of_our_own_in_the_finisher_is_that_videos_error_row_and_the_group_goes_on(
+        fetch_server, fetch_media, tmp_path):
+    names = ["blocked_target", "fine"]
+    urls = [fetch_server.add(f"/task/{name}.mp4", body=fetch_media.small) for name in names]
+    layout = FetchLayout(tmp_path / "VIDEOS")
+    layout.prepare()
+    layout.video("blocked_target").mkdir()  # the mp4 cannot be renamed onto a folder
+    entries = [FetchEntry(name, url, line=i + 1).as_dict() for i, (name, url) in enumerate(zip(names, urls))]
+
+    rows = list(fetch_group(entries, fast_config(tmp_path), str(layout.out_dir), "g0", {}))
+
+    assert [row["status"] for row in rows] == ["error", "ok"], rows
+    assert rows[0]["reason"].startswith("internal: IsADirectoryError") and rows[0]["retryable"] is False
+    assert set(rows[0]) == set(rows[1]) - {"video_bytes"}  # every status has every column of status.parquet
+    assert sorted(row["video_id"] for row in read_log(layout.logs / "g0.jsonl")) == names
+    assert list(layout.tmp.iterdir()) == []
