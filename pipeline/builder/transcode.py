@@ -37,8 +37,7 @@ import ffmpeg
 from pipeline.builder.config import PipelineConfig
 from pipeline.errors import StageError
 from pipeline.ffmpeg_sandbox import (DEMUXER_WHITELIST, PROTOCOL_WHITELIST, ffmpeg_input_name, ffprobe_report,
-                                     local_source,
-                                     stderr_tail)
+                                     local_source, stderr_tail)
 
 # Containers without a seek index (ffprobe format names). Their demuxers seek by a timestamp
 # search and decoding resumes at the first keyframe *after* the landing point, so a plain input

@@ -29,8 +29,7 @@ import numpy as np
 
 from pipeline.errors import StageError
 from pipeline.ffmpeg_sandbox import (DEMUXER_WHITELIST, PROTOCOL_WHITELIST, ffmpeg_input_name, ffprobe_report,
-                                     local_source,
-                                     stderr_tail)
+                                     local_source, stderr_tail)
 
 STAGE = "audio"
 #: Whisper's input rate (WhisperFeatureExtractor.sampling_rate).
